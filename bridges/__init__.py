@@ -1,0 +1,1 @@
+"""Built-in bridge methods of spacegraph (installed as ``spacegraph_bridges``)."""

@@ -1,0 +1,61 @@
+"""Retrieval and classification metrics with class-level ground truth."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def _labels(labels: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(labels)).long()
+
+
+def retrieval_metrics(
+    scores: torch.Tensor,
+    query_labels: Sequence[int] | np.ndarray | torch.Tensor,
+    gallery_labels: Sequence[int] | np.ndarray | torch.Tensor,
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """R@k (a relevant item in the top k) and mAP over the full ranking; relevant = same class.
+
+    ``scores`` is ``[n_queries, n_gallery]``, higher is closer.
+    """
+    q, g = _labels(query_labels), _labels(gallery_labels)
+    if scores.shape != (len(q), len(g)):
+        raise ValueError(f"scores has shape {list(scores.shape)}, expected [{len(q)}, {len(g)}] (queries x gallery)")
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    relevant = (g[order] == q[:, None]).float()
+    metrics = {f"R@{k}": float(relevant[:, :k].amax(dim=1).mean()) for k in ks}
+    hits = relevant.cumsum(dim=1)
+    ranks = torch.arange(1, len(g) + 1, dtype=torch.float32)
+    n_relevant = relevant.sum(dim=1).clamp(min=1)
+    metrics["mAP"] = float(((hits / ranks) * relevant).sum(dim=1).div(n_relevant).mean())
+    return metrics
+
+
+def chance_metrics(
+    query_labels: Sequence[int] | np.ndarray | torch.Tensor,
+    gallery_labels: Sequence[int] | np.ndarray | torch.Tensor,
+    *,
+    trials: int = 20,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The metrics of random rankings, averaged over ``trials`` seeded draws."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (len(query_labels), len(gallery_labels))
+    runs = [retrieval_metrics(torch.rand(shape, generator=generator), query_labels, gallery_labels) for _ in range(trials)]
+    return {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
+
+
+def pair_recall_at_1(queries: torch.Tensor, keys: torch.Tensor) -> float:
+    """Fraction of rows i whose nearest key is key i (item-level matching of paired rows)."""
+    return float(((queries @ keys.T).argmax(dim=1) == torch.arange(len(queries))).float().mean())
+
+
+def zero_shot_accuracy(
+    embeddings: torch.Tensor, labels: Sequence[int] | np.ndarray | torch.Tensor, class_embeddings: torch.Tensor
+) -> float:
+    """Accuracy of assigning each embedding to its most similar class embedding (row c = class c)."""
+    return float(((embeddings @ class_embeddings.T).argmax(dim=1) == _labels(labels)).float().mean())

@@ -1,0 +1,108 @@
+"""Plugin registries for spaces and bridge methods, filled by decorators and entry-point groups."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, TypeVar
+
+from ._errors import UnknownNameError
+
+logger = logging.getLogger(__name__)
+
+SPACES_GROUP = "spacegraph.spaces"
+BRIDGES_GROUP = "spacegraph.bridges"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Registry:
+    """Named factories of one kind. Entry points of ``group`` are imported on first use; one that fails to
+    import is logged with its name and skipped, and the others still work."""
+
+    def __init__(self, kind: str, group: str) -> None:
+        self.kind = kind
+        self.group = group
+        self._factories: dict[str, Callable[..., Any]] = {}
+        self._failed: dict[str, str] = {}
+        self._discovered = False
+
+    def register(self, name: str) -> Callable[[F], F]:
+        def decorator(factory: F) -> F:
+            self.add(name, factory)
+            return factory
+
+        return decorator
+
+    def add(self, name: str, factory: Callable[..., Any]) -> None:
+        existing = self._factories.get(name)
+        if existing is not None and existing is not factory:
+            raise ValueError(f"a {self.kind} named {name!r} is already registered ({existing!r})")
+        self._factories[name] = factory
+
+    def discover(self, *, refresh: bool = False) -> None:
+        if self._discovered and not refresh:
+            return
+        self._discovered = True
+        for ep in entry_points(group=self.group):
+            if ep.name in self._factories:
+                continue
+            try:
+                self.add(ep.name, ep.load())
+                self._failed.pop(ep.name, None)
+            except Exception as exc:  # a broken plugin must not break the others
+                self._failed[ep.name] = f"{type(exc).__name__}: {exc}"
+                logger.warning("%s plugin %r (%s) failed to import and is skipped: %s", self.kind, ep.name, ep.value, exc)
+
+    def names(self, pattern: str = "*") -> list[str]:
+        self.discover()
+        return sorted(n for n in self._factories if fnmatch.fnmatch(n, pattern))
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Plugins that failed to import, with the error each raised."""
+        self.discover()
+        return dict(self._failed)
+
+    def get(self, name: str) -> Callable[..., Any]:
+        self.discover()
+        if name in self._factories:
+            return self._factories[name]
+        if name in self._failed:
+            raise ImportError(f"{self.kind} plugin {name!r} failed to import: {self._failed[name]}")
+        known = ", ".join(self.names()) or "(none)"
+        raise UnknownNameError(f"unknown {self.kind} {name!r}; registered: {known}")
+
+
+SPACES = Registry("space", SPACES_GROUP)
+BRIDGE_METHODS = Registry("bridge method", BRIDGES_GROUP)
+
+
+def register_space(name: str) -> Callable[[F], F]:
+    """Decorator registering a Space factory (usually the class) under ``name``."""
+    return SPACES.register(name)
+
+
+def register_bridge_method(name: str) -> Callable[[F], F]:
+    """Decorator registering a bridge-training method under ``name``."""
+    return BRIDGE_METHODS.register(name)
+
+
+def list_spaces(pattern: str = "*") -> list[str]:
+    """Names of the registered spaces matching a glob ``pattern``."""
+    return SPACES.names(pattern)
+
+
+def list_bridge_methods(pattern: str = "*") -> list[str]:
+    return BRIDGE_METHODS.names(pattern)
+
+
+def load_space(name: str, **kwargs: Any) -> Any:
+    """Build the registered space ``name``; keyword arguments go to its factory."""
+    return SPACES.get(name)(**kwargs)
+
+
+def get_bridge_method(name: str) -> Any:
+    return BRIDGE_METHODS.get(name)

@@ -1,0 +1,137 @@
+"""The Space contract: a pretrained contrastive model that embeds several modalities into one vector space."""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from tqdm.auto import tqdm
+
+from ._modality import Modality, as_modality
+
+
+class SpaceSpec(BaseModel):
+    """What a space declares about itself; bridges and caches are keyed by it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    modalities: tuple[Modality, ...] = Field(min_length=1)
+    dim: int = Field(gt=0)
+    normalized: bool = True
+    fingerprint: str = Field(min_length=1, description="Hash of the weights; changes whenever they do.")
+
+    @field_validator("modalities")
+    @classmethod
+    def _unique(cls, value: tuple[Modality, ...]) -> tuple[Modality, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"modalities must be unique, got {[m.value for m in value]}")
+        return value
+
+
+def fingerprint_state_dict(state: Mapping[str, torch.Tensor]) -> str:
+    """A short, stable hash of a state dict (names, dtypes, shapes and values)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def check_embeddings(embeddings: torch.Tensor, dim: int, what: str) -> torch.Tensor:
+    """Refuse a batch of embeddings of the wrong shape or with NaN/inf, saying which."""
+    if not isinstance(embeddings, torch.Tensor):
+        raise TypeError(f"{what}: expected a torch.Tensor of shape [n, {dim}], got {type(embeddings).__name__}")
+    if embeddings.ndim != 2 or embeddings.shape[1] != dim:
+        raise ValueError(f"{what}: expected shape [n, {dim}], got {list(embeddings.shape)}")
+    if embeddings.shape[0] == 0:
+        raise ValueError(f"{what}: empty batch; pass at least one row")
+    bad = ~torch.isfinite(embeddings).all(dim=1)
+    if bad.any():
+        rows = bad.nonzero().flatten()[:5].tolist()
+        raise ValueError(f"{what}: {int(bad.sum())} rows contain NaN or inf (first rows: {rows})")
+    return embeddings
+
+
+def batch_length(inputs: Any) -> int:
+    """Number of items in a batch given as a list/tuple, numpy array or tensor (first axis)."""
+    if isinstance(inputs, (str, bytes)) or not isinstance(inputs, (Sequence, np.ndarray, torch.Tensor)):
+        raise TypeError(
+            f"inputs must be a list, tuple, numpy array or tensor of items, got {type(inputs).__name__}"
+        )
+    return len(inputs)
+
+
+class Space(abc.ABC):
+    """Base class for space plugins.
+
+    Subclasses set ``self.spec`` and implement :meth:`_encode_batch`; :meth:`encode` does the batching,
+    inference mode, validation and normalisation for them.
+    """
+
+    spec: SpaceSpec
+
+    def __init__(self) -> None:
+        self.device = torch.device("cpu")
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def modalities(self) -> tuple[Modality, ...]:
+        return self.spec.modalities
+
+    def __repr__(self) -> str:
+        mods = ", ".join(m.value for m in self.spec.modalities)
+        return f"{type(self).__name__}(name={self.spec.name!r}, modalities=[{mods}], dim={self.spec.dim})"
+
+    def check_modality(self, modality: str | Modality) -> Modality:
+        modality = as_modality(modality)
+        if modality not in self.spec.modalities:
+            have = ", ".join(m.value for m in self.spec.modalities)
+            raise ValueError(f"space {self.spec.name!r} does not embed {modality.value!r}; it embeds: {have}")
+        return modality
+
+    def to(self, device: str | torch.device) -> Space:
+        """Move the space's weights to ``device``; subclasses with modules extend this."""
+        self.device = torch.device(device)
+        return self
+
+    def encode(
+        self,
+        modality: str | Modality,
+        inputs: Any,
+        *,
+        batch_size: int = 64,
+        show_progress_bar: bool = False,
+        device: str | torch.device | None = None,
+        normalize: bool = True,
+    ) -> torch.Tensor:
+        """Embed a batch of ``inputs`` of one modality; returns a float32 CPU tensor ``[n, dim]``."""
+        modality = self.check_modality(modality)
+        n = batch_length(inputs)
+        if n == 0:
+            raise ValueError(f"empty batch of {modality.value} inputs; pass at least one item")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if device is not None:
+            self.to(device)
+        chunks = []
+        starts = range(0, n, batch_size)
+        with torch.inference_mode():
+            for start in tqdm(starts, desc=f"{self.spec.name}:{modality.value}", disable=not show_progress_bar):
+                out = self._encode_batch(modality, inputs[start : start + batch_size])
+                chunks.append(out.float().cpu())
+        embeddings = check_embeddings(torch.cat(chunks), self.spec.dim, f"{self.spec.name} {modality.value} output")
+        return torch.nn.functional.normalize(embeddings, dim=-1) if normalize else embeddings
+
+    @abc.abstractmethod
+    def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+        """Embed one batch (a slice of the user's inputs) of a modality this space has."""

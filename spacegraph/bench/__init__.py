@@ -1,0 +1,1 @@
+"""Benchmarks behind ``spacegraph bench``; each returns a JSON-ready record."""

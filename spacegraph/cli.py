@@ -1,0 +1,121 @@
+"""The ``spacegraph`` command: ``demo``, ``bench digits``, ``list``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._atomic import write_text_atomic
+
+DEFAULT_DATA = os.environ.get("SPACEGRAPH_DATA", "../shared/data")
+
+
+def _table(record: dict[str, Any]) -> str:
+    rows = [("C-MCR (no audio-image pairs)", record["metrics"])]
+    rows += [(f"baseline: {name}", m) for name, m in record["baselines"].items()]
+    rows += [(f"ablation: {name}", m) for name, m in record["ablations"].items()]
+    head = f"{'':34} {'audio->image':^29} | {'image->audio':^13}"
+    sub = f"{'':34} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'mAP':>6}   | {'R@1':>6} {'mAP':>6}"
+    lines = [head, sub]
+    for name, m in rows:
+        a, i = m["audio_to_image"], m["image_to_audio"]
+        lines.append(
+            f"{name:34} {a['R@1']:6.3f} {a['R@5']:6.3f} {a['R@10']:6.3f} {a['mAP']:6.3f}   | {i['R@1']:6.3f} {i['mAP']:6.3f}"
+        )
+    return "\n".join(lines)
+
+
+def _print_record(record: dict[str, Any]) -> None:
+    zs = record["zero_shot"]
+    print(
+        f"\n{record['n_queries']} spoken-digit queries vs {record['n_gallery']} handwritten digits "
+        f"(bridge trained on {record['n_texts']} texts in {record['train_seconds']:.1f} s)\n"
+    )
+    print(_table(record))
+    print(
+        f"\nzero-shot inside each space: audio {zs['audio_in_audio_text_space']:.3f}, "
+        f"image {zs['image_in_image_text_space']:.3f}; bridge held-out text score "
+        f"{record['bridge_quality'].get('score', float('nan')):.3f}"
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import spacegraph as sg
+
+    from .bench import digits
+
+    data = digits.shipped_data()
+    record = digits.run(data, args.out, ablations=args.ablations, progress=not args.quiet)
+    _print_record(record)
+    bridge = sg.Bridge.load(record["bridge_path"])
+    graph = sg.SpaceGraph([sg.load_space(digits.AUDIO_SPACE), sg.load_space(digits.IMAGE_SPACE)], [bridge])
+    route = graph.connect("audio", "image")
+    scores = route.similarity(data.audio_queries[:3], data.image_gallery)
+    print(f"\n{route}")
+    for path, row in zip(data.audio_queries[:3], scores):
+        top = data.image_gallery_labels[row.topk(5).indices.numpy()].tolist()
+        print(f"  {Path(path).name}: digits of the top-5 images {top}")
+    print(f"\nbridge saved at {record['bridge_path']}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import digits
+
+    data = digits.full_data(args.data)
+    record = digits.run(data, args.out, ablations=not args.no_ablations, progress=not args.quiet)
+    _print_record(record)
+    if args.json:
+        write_text_atomic(args.json, json.dumps(record, indent=2))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def _list(_: argparse.Namespace) -> int:
+    import spacegraph as sg
+
+    print("spaces:        ", ", ".join(sg.list_spaces()) or "(none)")
+    print("bridge methods:", ", ".join(sg.list_bridge_methods()) or "(none)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spacegraph", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="connect the shipped audio-text and image-text spaces; runs offline")
+    demo.add_argument("--out", default="runs/demo", help="folder for cached features and the bridge")
+    demo.add_argument("--ablations", action="store_true", help="also train the three ablations")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(run=_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks on the real data")
+    bench.add_argument("name", choices=["digits"])
+    bench.add_argument("--data", default=DEFAULT_DATA, help="folder holding fsdd/, mnist5k/, oewn/")
+    bench.add_argument("--json", help="write the record here")
+    bench.add_argument("--out", default="runs/bench-digits", help="folder for cached features and the bridge")
+    bench.add_argument("--no-ablations", action="store_true")
+    bench.add_argument("--quiet", action="store_true")
+    bench.set_defaults(run=_bench)
+
+    sub.add_parser("list", help="list registered spaces and bridge methods").set_defaults(run=_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, FileNotFoundError, KeyError, ImportError) as exc:
+        print(f"spacegraph: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Built-in space plugins of spacegraph (installed as ``spacegraph_spaces``)."""

@@ -1,0 +1,403 @@
+"""Two small real contrastive spaces trained here on real paired data, standing in for CLAP and CLIP.
+
+``digits-audio-text`` embeds spoken digits (FSDD) and WordNet digit text; ``digits-image-text`` embeds MNIST digits
+and the same kind of text. Each has its own text tower with its own tokenisation (character trigrams vs word
+uni+bigrams), so the two text spaces genuinely differ. Weights come from ``examples/train_digit_spaces.py``.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import math
+import re
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+from PIL import Image, UnidentifiedImageError
+from safetensors.torch import load_file
+from scipy.signal import resample_poly
+from torch import nn
+
+from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+AUDIO_ACCEPTED = (
+    "accepted audio: paths to files soundfile reads (WAV, FLAC, OGG, AIFF, ...), or 1-D numpy arrays / tensors "
+    "sampled at 8 kHz (2-D [samples, channels] is averaged to mono)"
+)
+IMAGE_ACCEPTED = (
+    "accepted images: paths to files Pillow opens (PNG, JPEG, BMP, GIF, TIFF, ...), PIL images of any mode, or "
+    "numpy arrays / tensors shaped [H, W], [H, W, C] or [C, H, W] with C in 1/3/4 (uint8, uint16, or float in [0, 1])"
+)
+_MAX_CHANNELS = 8
+
+
+# ---------------------------------------------------------------- text
+
+
+def _bucket(token: str, buckets: int) -> int:
+    """A stable (process-independent) hash bucket for a token."""
+    return zlib.crc32(token.encode("utf-8")) % buckets
+
+
+def char_trigram_ids(text: str, buckets: int) -> list[int]:
+    """Hashed character trigrams of ``#word#`` for each whitespace-separated, lowercased word."""
+    ids = []
+    for word in text.lower().split():
+        padded = f"#{word}#"
+        ids += [_bucket(padded[i : i + 3], buckets) for i in range(len(padded) - 2)]
+    return ids
+
+
+def word_ngram_ids(text: str, buckets: int) -> list[int]:
+    """Hashed word unigrams and bigrams (regex ``\\w+``, lowercased)."""
+    words = re.findall(r"\w+", text.lower())
+    tokens = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+    return [_bucket(token, buckets) for token in tokens]
+
+
+TOKENIZERS: dict[str, Callable[[str, int], list[int]]] = {
+    "char_trigram": char_trigram_ids,
+    "word_ngram": word_ngram_ids,
+}
+
+
+def tokenize_batch(texts: Sequence[Any], tokenizer: str, buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat ids and bag offsets for ``nn.EmbeddingBag``; refuses non-str, blank or token-less items."""
+    ids, offsets = [], []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text item {i} is a {type(text).__name__}; text inputs must be str")
+        if not text.strip():
+            raise ValueError(f"text item {i} is empty or whitespace only; pass non-empty strings")
+        item_ids = TOKENIZERS[tokenizer](text, buckets)
+        if not item_ids:
+            raise ValueError(f"text item {i} ({text!r}) has no word characters to embed")
+        offsets.append(len(ids))
+        ids += item_ids
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(offsets, dtype=torch.long)
+
+
+class TextTower(nn.Module):
+    """Hashed token bag (mean) -> MLP."""
+
+    def __init__(self, buckets: int, width: int, dim: int) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(buckets, width, mode="mean")
+        self.mlp = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 2 * width), nn.ReLU(), nn.Linear(2 * width, dim))
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.bag(ids, offsets))
+
+
+# ---------------------------------------------------------------- shared CNN
+
+
+def conv_blocks(channels: Sequence[int]) -> nn.Sequential:
+    """conv3x3 + BN + ReLU + 2x2 max-pool per entry of ``channels`` (input has 1 channel)."""
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip([1, *channels[:-1]], channels):
+        layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
+    return nn.Sequential(*layers)
+
+
+class CNNTower(nn.Module):
+    """Conv blocks -> global average pool -> linear."""
+
+    def __init__(self, channels: Sequence[int], dim: int) -> None:
+        super().__init__()
+        self.blocks = conv_blocks(channels)
+        self.head = nn.Linear(channels[-1], dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(x).mean(dim=(2, 3)))
+
+
+# ---------------------------------------------------------------- audio
+
+
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
+    """Triangular HTK-mel filters, ``[n_fft // 2 + 1, n_mels]``, from 0 Hz to Nyquist."""
+    def to_mel(hz: torch.Tensor) -> torch.Tensor:
+        return 2595.0 * torch.log10(1.0 + hz / 700.0)
+
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    edges_mel = torch.linspace(0.0, float(to_mel(torch.tensor(sample_rate / 2))), n_mels + 2)
+    edges = 700.0 * (10 ** (edges_mel / 2595.0) - 1.0)
+    lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
+    rising = (freqs[:, None] - lower) / (centre - lower)
+    falling = (upper - freqs[:, None]) / (upper - centre)
+    return torch.clamp(torch.minimum(rising, falling), min=0.0)
+
+
+class LogMel(nn.Module):
+    """Waveforms ``[B, N]`` -> log-mel spectrograms ``[B, 1, n_mels, frames]``."""
+
+    def __init__(self, sample_rate: int, n_fft: int, hop: int, n_mels: int) -> None:
+        super().__init__()
+        self.n_fft, self.hop = n_fft, hop
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("filters", mel_filterbank(n_fft, n_mels, sample_rate), persistent=False)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, pad_mode="constant", return_complex=True)
+        mel = spec.abs().square().transpose(1, 2) @ self.filters
+        return torch.log(mel + 1e-6).transpose(1, 2).unsqueeze(1)
+
+
+class AudioTower(nn.Module):
+    def __init__(self, cfg: dict, dim: int) -> None:
+        super().__init__()
+        self.logmel = LogMel(cfg["sample_rate"], cfg["n_fft"], cfg["hop"], cfg["n_mels"])
+        self.norm = nn.BatchNorm2d(1)
+        self.cnn = CNNTower(cfg["channels"], dim)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.cnn(self.norm(self.logmel(wave)))
+
+
+def _mono_checked(wave: np.ndarray, what: str) -> np.ndarray:
+    """A finite, non-empty 1-D float32 waveform from a 1-D or 2-D (channels) numeric array."""
+    if wave.dtype.kind not in "fiu":
+        raise TypeError(f"{what}: audio arrays must be numeric, got dtype {wave.dtype}; {AUDIO_ACCEPTED}")
+    if wave.size == 0:
+        raise ValueError(f"{what}: zero-length audio; pass at least one sample")
+    if wave.ndim == 2 and min(wave.shape) <= _MAX_CHANNELS:
+        wave = wave.mean(axis=int(np.argmin(wave.shape)))
+    elif wave.ndim != 1:
+        shape = list(wave.shape)
+        raise ValueError(f"{what}: audio array of shape {shape} is not 1-D (or 2-D channels); {AUDIO_ACCEPTED}")
+    if not np.isfinite(wave).all():
+        raise ValueError(f"{what}: audio contains NaN or inf")
+    return wave.astype(np.float32)
+
+
+def _read_audio_file(path: Path, sample_rate: int) -> np.ndarray:
+    if not path.exists():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not an audio file; {AUDIO_ACCEPTED}")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise ValueError(f"could not read audio file {path} ({err}); {AUDIO_ACCEPTED}") from err
+    wave = _mono_checked(data, str(path))
+    if rate != sample_rate:
+        g = math.gcd(rate, sample_rate)
+        wave = resample_poly(wave, sample_rate // g, rate // g).astype(np.float32)
+    return _mono_checked(wave, str(path))
+
+
+def load_audio(item: Any, sample_rate: int) -> np.ndarray:
+    """One audio input (path, numpy array or tensor at ``sample_rate``) as a mono float32 waveform."""
+    if isinstance(item, (str, Path)):
+        return _read_audio_file(Path(item), sample_rate)
+    if isinstance(item, torch.Tensor):
+        item = item.detach().cpu().numpy()
+    if isinstance(item, np.ndarray):
+        return _mono_checked(item, "audio array")
+    raise TypeError(f"audio item of type {type(item).__name__} is not supported; {AUDIO_ACCEPTED}")
+
+
+def fix_length(wave: np.ndarray, n: int, offset: int | None = None) -> np.ndarray:
+    """Crop or zero-pad to ``n`` samples, centred unless ``offset`` (into the longer of the two) is given."""
+    slack = abs(len(wave) - n)
+    start = slack // 2 if offset is None else offset
+    if len(wave) >= n:
+        return wave[start : start + n]
+    out = np.zeros(n, dtype=np.float32)
+    out[start : start + len(wave)] = wave
+    return out
+
+
+def peak_normalize(wave: np.ndarray) -> np.ndarray:
+    peak = float(np.abs(wave).max())
+    return wave / peak if peak > 0 else wave
+
+
+# ---------------------------------------------------------------- images
+
+
+def _float_image(arr: np.ndarray, what: str) -> np.ndarray:
+    """Scale a numeric image array to float32 in [0, 1] by its dtype."""
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float32)
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 65535.0
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{what}: image contains NaN or inf")
+        if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+            raise ValueError(f"{what}: float image values must lie in [0, 1], got [{arr.min():g}, {arr.max():g}]")
+        return arr.astype(np.float32)
+    raise TypeError(f"{what}: image dtype {arr.dtype} is not supported; {IMAGE_ACCEPTED}")
+
+
+def _gray(arr: np.ndarray, what: str) -> np.ndarray:
+    """[H, W] from [H, W], [H, W, C] or [C, H, W]; RGB -> luma, alpha multiplies (composited over black)."""
+    if arr.ndim == 3:
+        if arr.shape[-1] not in (1, 3, 4) and arr.shape[0] in (1, 3, 4):
+            arr = np.moveaxis(arr, 0, -1)
+        if arr.shape[-1] not in (1, 3, 4):
+            shape = list(arr.shape)
+            raise ValueError(f"{what}: image array of shape {shape} has no 1/3/4 channel axis; {IMAGE_ACCEPTED}")
+        luma = arr[..., 0] if arr.shape[-1] == 1 else arr[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+        arr = luma * arr[..., 3] if arr.shape[-1] == 4 else luma
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise ValueError(f"{what}: image array of shape {list(arr.shape)} is not an image; {IMAGE_ACCEPTED}")
+    return arr
+
+
+def _pil_to_float(image: Image.Image) -> np.ndarray:
+    """Any PIL mode as float32 grayscale in [0, 1]."""
+    if image.mode.startswith("I;16"):
+        return np.asarray(image, dtype=np.float32) / 65535.0
+    if image.mode == "I":
+        arr = np.asarray(image, dtype=np.float32)
+        return np.clip(arr / (255.0 if arr.max() <= 255 else 65535.0), 0.0, 1.0)
+    if image.mode == "F":
+        return _float_image(np.asarray(image, dtype=np.float32), "PIL image (mode F)")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if "A" in image.getbands():
+        la = np.asarray(image.convert("LA"), dtype=np.float32) / 255.0
+        return la[..., 0] * la[..., 1]
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
+def _read_image_file(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise FileNotFoundError(f"image file not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not an image file; {IMAGE_ACCEPTED}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return _pil_to_float(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"could not read image file {path} ({err}); {IMAGE_ACCEPTED}") from err
+
+
+def load_image(item: Any, size: int) -> np.ndarray:
+    """One image input as float32 grayscale ``[size, size]`` in [0, 1]."""
+    if isinstance(item, (str, Path)):
+        arr = _read_image_file(Path(item))
+    elif isinstance(item, Image.Image):
+        arr = _pil_to_float(item)
+    elif isinstance(item, (np.ndarray, torch.Tensor)):
+        arr = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
+        arr = _gray(_float_image(arr, "image array"), "image array")
+    else:
+        raise TypeError(f"image item of type {type(item).__name__} is not supported; {IMAGE_ACCEPTED}")
+    if arr.shape != (size, size):
+        resized = Image.fromarray(np.ascontiguousarray(arr, np.float32)).resize((size, size), Image.Resampling.BILINEAR)
+        arr = np.asarray(resized)
+    return arr
+
+
+class ImageTower(nn.Module):
+    def __init__(self, cfg: dict, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(float(cfg["mean"])), persistent=False)
+        self.register_buffer("std", torch.tensor(float(cfg["std"])), persistent=False)
+        self.cnn = CNNTower(cfg["channels"], dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``images``: float ``[B, H, W]`` in [0, 1]."""
+        return self.cnn(((images - self.mean) / self.std).unsqueeze(1))
+
+
+# ---------------------------------------------------------------- model + spaces
+
+MEDIA_TOWERS = {"audio": AudioTower, "image": ImageTower}
+
+
+class DigitsModel(nn.Module):
+    """A media tower, a text tower and a learnable temperature, built from a space's config."""
+
+    def __init__(self, config: dict) -> None:
+        super().__init__()
+        self.media = config["modalities"][0]
+        dim, text = config["dim"], config["text"]
+        self.towers = nn.ModuleDict(
+            {
+                self.media: MEDIA_TOWERS[self.media](config[self.media], dim),
+                "text": TextTower(text["buckets"], text["width"], dim),
+            }
+        )
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+
+def load_weights(folder: Path, name: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """``config.json`` and ``model.safetensors`` from ``folder``; checks the config is for space ``name``."""
+    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
+    for path in (config_path, weights_path):
+        if not path.exists():
+            raise FileNotFoundError(f"missing {path}; run examples/train_digit_spaces.py or pass weights_dir")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if config.get("name") != name:
+        raise ValueError(f"{config_path} is for space {config.get('name')!r}, expected {name!r}")
+    return config, load_file(str(weights_path))
+
+
+class _DigitsSpace(Space):
+    NAME: str
+
+    def __init__(self, weights_dir: str | Path | None = None) -> None:
+        super().__init__()
+        folder = Path(weights_dir) if weights_dir is not None else ASSETS / self.NAME
+        self.config, state = load_weights(folder, self.NAME)
+        self.model = DigitsModel(self.config)
+        self.model.load_state_dict(state)
+        self.model.eval()
+        self.spec = SpaceSpec(
+            name=self.NAME,
+            modalities=tuple(self.config["modalities"]),
+            dim=self.config["dim"],
+            normalized=True,
+            fingerprint=fingerprint_state_dict(state),
+        )
+
+    def to(self, device: str | torch.device) -> _DigitsSpace:
+        super().to(device)
+        self.model.to(self.device)
+        return self
+
+    def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+        if modality is Modality.TEXT:
+            text = self.config["text"]
+            ids, offsets = tokenize_batch(batch, text["tokenizer"], text["buckets"])
+            return self.model.towers["text"](ids.to(self.device), offsets.to(self.device))
+        media = torch.from_numpy(np.stack([self._prepare(item) for item in batch]))
+        return self.model.towers[modality.value](media.to(self.device))
+
+    @abc.abstractmethod
+    def _prepare(self, item: Any) -> np.ndarray:
+        """One media input as the fixed-size float32 array its tower takes."""
+
+
+class DigitsAudioTextSpace(_DigitsSpace):
+    """Spoken digits (FSDD, 8 kHz) and digit text in one 64-d space; text tower: hashed character trigrams."""
+
+    NAME = "digits-audio-text"
+
+    def _prepare(self, item: Any) -> np.ndarray:
+        cfg = self.config["audio"]
+        return fix_length(peak_normalize(load_audio(item, cfg["sample_rate"])), cfg["n_samples"])
+
+
+class DigitsImageTextSpace(_DigitsSpace):
+    """Handwritten digits (MNIST, 28x28 grayscale) and digit text in one 96-d space; text tower: hashed word n-grams."""
+
+    NAME = "digits-image-text"
+
+    def _prepare(self, item: Any) -> np.ndarray:
+        return load_image(item, self.config["image"]["size"])
