@@ -1,10 +1,11 @@
 """A tour of the Python API on the two small spaces that ship with spacegraph (runs offline, ~1 minute).
 
-    python examples/quickstart.py
+python examples/quickstart.py
 """
 
-import spacegraph as sg
 from spacegraph_spaces.digits_data import load_demo_samples, load_digit_texts
+
+import spacegraph as sg
 
 # 1. Spaces are plugins: list them, then build two by name.
 print("registered spaces:", sg.list_spaces())
@@ -26,7 +27,10 @@ features = sg.BridgeFeatures(
 # 3. Train a C-MCR bridge through text and ask the graph for an audio <-> image route.
 graph = sg.SpaceGraph([audio_text, image_text])
 bridge = graph.train_bridge(
-    "digits-audio-text", "digits-image-text", via="text", features=features,
+    "digits-audio-text",
+    "digits-image-text",
+    via="text",
+    features=features,
     config={"hidden_dim": 512, "out_dim": 256, "steps": 600},
 )
 print(bridge, bridge.card.quality)

@@ -23,8 +23,6 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-
-from spacegraph._atomic import atomic_dir, atomic_path, write_text_atomic
 from spacegraph_spaces import digits_data
 from spacegraph_spaces.digits import (
     DigitsAudioTextSpace,
@@ -35,6 +33,8 @@ from spacegraph_spaces.digits import (
     peak_normalize,
     tokenize_batch,
 )
+
+from spacegraph._atomic import atomic_dir, atomic_path, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIO_CONFIG = {

@@ -1,10 +1,10 @@
 """spacegraph: join pretrained multimodal contrastive spaces into one graph.
 
-    import spacegraph as sg
-    graph = sg.SpaceGraph([audio_text_space, image_text_space])
-    graph.add_bridge(sg.Bridge.load("runs/demo/bridge"))
-    route = graph.connect("audio", "image")
-    scores = route.encode("audio", wav_paths) @ route.encode("image", images).T
+import spacegraph as sg
+graph = sg.SpaceGraph([audio_text_space, image_text_space])
+graph.add_bridge(sg.Bridge.load("runs/demo/bridge"))
+route = graph.connect("audio", "image")
+scores = route.encode("audio", wav_paths) @ route.encode("image", images).T
 """
 
 from ._bridge import Bridge, BridgeCard, BridgeFeatures, HeadSpec

@@ -45,7 +45,9 @@ def chance_metrics(
     """The metrics of random rankings, averaged over ``trials`` seeded draws."""
     generator = torch.Generator().manual_seed(seed)
     shape = (len(query_labels), len(gallery_labels))
-    runs = [retrieval_metrics(torch.rand(shape, generator=generator), query_labels, gallery_labels) for _ in range(trials)]
+    runs = [
+        retrieval_metrics(torch.rand(shape, generator=generator), query_labels, gallery_labels) for _ in range(trials)
+    ]
     return {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
 
 

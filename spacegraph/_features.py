@@ -138,8 +138,12 @@ class FeatureStore:
         if manifest is None:
             raise FileNotFoundError(f"no cached features at {folder}; extract them with FeatureStore.encode first")
         if manifest.rows_done < manifest.n_items:
-            raise ValueError(f"cache {folder} is incomplete ({manifest.rows_done}/{manifest.n_items} rows); run encode again")
+            raise ValueError(
+                f"cache {folder} is incomplete ({manifest.rows_done}/{manifest.n_items} rows); run encode again"
+            )
         embeddings = torch.cat([load_file(str(folder / shard))["embeddings"] for shard in manifest.shards])
         if embeddings.shape != (manifest.n_items, manifest.dim):
-            raise ValueError(f"cache {folder} holds {list(embeddings.shape)}, manifest says [{manifest.n_items}, {manifest.dim}]")
+            raise ValueError(
+                f"cache {folder} holds {list(embeddings.shape)}, manifest says [{manifest.n_items}, {manifest.dim}]"
+            )
         return embeddings

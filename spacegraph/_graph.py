@@ -170,7 +170,9 @@ class SpaceGraph:
 
     def _node(self, name: str) -> dict[str, Any]:
         if name not in self._graph:
-            raise UnknownNameError(f"no space or bridge named {name!r}; the graph has: {', '.join(self._graph) or '(none)'}")
+            raise UnknownNameError(
+                f"no space or bridge named {name!r}; the graph has: {', '.join(self._graph) or '(none)'}"
+            )
         return self._graph.nodes[name]
 
     # -- routing ----------------------------------------------------------------------------------------------

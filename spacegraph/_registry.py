@@ -54,7 +54,9 @@ class Registry:
                 self._failed.pop(ep.name, None)
             except Exception as exc:  # a broken plugin must not break the others
                 self._failed[ep.name] = f"{type(exc).__name__}: {exc}"
-                logger.warning("%s plugin %r (%s) failed to import and is skipped: %s", self.kind, ep.name, ep.value, exc)
+                logger.warning(
+                    "%s plugin %r (%s) failed to import and is skipped: %s", self.kind, ep.name, ep.value, exc
+                )
 
     def names(self, pattern: str = "*") -> list[str]:
         self.discover()

@@ -62,9 +62,7 @@ def check_embeddings(embeddings: torch.Tensor, dim: int, what: str) -> torch.Ten
 def batch_length(inputs: Any) -> int:
     """Number of items in a batch given as a list/tuple, numpy array or tensor (first axis)."""
     if isinstance(inputs, (str, bytes)) or not isinstance(inputs, (Sequence, np.ndarray, torch.Tensor)):
-        raise TypeError(
-            f"inputs must be a list, tuple, numpy array or tensor of items, got {type(inputs).__name__}"
-        )
+        raise TypeError(f"inputs must be a list, tuple, numpy array or tensor of items, got {type(inputs).__name__}")
     return len(inputs)
 
 

@@ -68,7 +68,9 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import digits
 
     data = digits.full_data(args.data)
-    record = digits.run(data, args.out, ablations=not args.no_ablations, progress=not args.quiet)
+    record = digits.run(
+        data, args.out, config={"seed": args.seed}, ablations=not args.no_ablations, progress=not args.quiet
+    )
     _print_record(record)
     if args.json:
         write_text_atomic(args.json, json.dumps(record, indent=2))
@@ -99,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", default=DEFAULT_DATA, help="folder holding fsdd/, mnist5k/, oewn/")
     bench.add_argument("--json", help="write the record here")
     bench.add_argument("--out", default="runs/bench-digits", help="folder for cached features and the bridge")
+    bench.add_argument("--seed", type=int, default=0, help="seed of every training run")
     bench.add_argument("--no-ablations", action="store_true")
     bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(run=_bench)

@@ -124,6 +124,7 @@ class CNNTower(nn.Module):
 
 def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
     """Triangular HTK-mel filters, ``[n_fft // 2 + 1, n_mels]``, from 0 Hz to Nyquist."""
+
     def to_mel(hz: torch.Tensor) -> torch.Tensor:
         return 2595.0 * torch.log10(1.0 + hz / 700.0)
 

@@ -5,8 +5,6 @@ import torch
 import torch.nn.functional as F
 from conftest import random_unit
 from pydantic import ValidationError
-
-import spacegraph as sg
 from spacegraph_bridges.cmcr import (
     CMCRConfig,
     CMCRMethod,
@@ -17,6 +15,8 @@ from spacegraph_bridges.cmcr import (
     memory_retrieve,
     perturb,
 )
+
+import spacegraph as sg
 
 
 def test_info_nce_matches_hand_computation():
@@ -103,7 +103,9 @@ def test_training_is_repeatable_and_learns_the_connection():
 
 def test_method_builds_a_card_with_spaces_config_and_quality(toy_spaces):
     x, y = toy_spaces
-    features = sg.BridgeFeatures(random_unit(60, 6, 0), random_unit(60, 10, 1), random_unit(30, 6, 2), random_unit(30, 10, 3))
+    features = sg.BridgeFeatures(
+        random_unit(60, 6, 0), random_unit(60, 10, 1), random_unit(30, 6, 2), random_unit(30, 10, 3)
+    )
     bridge = CMCRMethod().train(x.spec, y.spec, "text", features, {**SMALL, "steps": 5}, show_progress_bar=False)
     card = bridge.card
     assert [ref.name for ref in card.spaces] == ["toy-at", "toy-ti"]

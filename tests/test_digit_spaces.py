@@ -8,10 +8,10 @@ import soundfile as sf
 import torch
 from PIL import Image
 from scipy.signal import resample_poly
-
-from spacegraph import Modality
 from spacegraph_spaces import digits_data
 from spacegraph_spaces.digits import DigitsAudioTextSpace, DigitsImageTextSpace
+
+from spacegraph import Modality
 
 torch.set_num_threads(2)
 

@@ -1,16 +1,19 @@
 import pytest
 import torch
 from conftest import ToySpace, random_unit
+from spacegraph_bridges.cmcr import CMCRMethod
 
 import spacegraph as sg
-from spacegraph_bridges.cmcr import CMCRMethod
 
 QUICK = {"steps": 5, "hidden_dim": 16, "out_dim": 8, "batch_size": 16}
 
 
 def make_bridge(x, y, via="text", quality=None, name=None):
     features = sg.BridgeFeatures(
-        random_unit(40, x.spec.dim, 0), random_unit(40, y.spec.dim, 1), random_unit(20, x.spec.dim, 2), random_unit(20, y.spec.dim, 3)
+        random_unit(40, x.spec.dim, 0),
+        random_unit(40, y.spec.dim, 1),
+        random_unit(20, x.spec.dim, 2),
+        random_unit(20, y.spec.dim, 3),
     )
     bridge = CMCRMethod().train(x.spec, y.spec, via, features, QUICK, name=name, show_progress_bar=False)
     if quality is not None:
@@ -81,6 +84,10 @@ def test_bridge_errors(toy_spaces, tmp_path):
 def test_train_bridge_through_the_graph(toy_spaces):
     x, y = toy_spaces
     graph = sg.SpaceGraph([x, y])
-    features = sg.BridgeFeatures(random_unit(40, 6, 0), random_unit(40, 10, 1), random_unit(20, 6, 2), random_unit(20, 10, 3))
-    bridge = graph.train_bridge("toy-at", "toy-ti", via="text", features=features, config=QUICK, show_progress_bar=False)
+    features = sg.BridgeFeatures(
+        random_unit(40, 6, 0), random_unit(40, 10, 1), random_unit(20, 6, 2), random_unit(20, 10, 3)
+    )
+    bridge = graph.train_bridge(
+        "toy-at", "toy-ti", via="text", features=features, config=QUICK, show_progress_bar=False
+    )
     assert graph.bridges == [bridge] and graph.connect("image", "audio").common_space == bridge.name

@@ -9,7 +9,6 @@ a paired upper bound and ablations. ``spacegraph demo`` runs it on the samples s
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,10 @@ from .._features import FeatureStore
 from .._graph import SpaceGraph
 from .._registry import load_space
 
-logger = logging.getLogger(__name__)
-
 AUDIO_SPACE, IMAGE_SPACE = "digits-audio-text", "digits-image-text"
 # The method page's start values for tau, sigma and lambda; heads sized for 64/96-d spaces.
 # benchmarks/sweep_digits.py shows how the result moves with them.
-DEFAULT_CONFIG: dict[str, Any] = {"hidden_dim": 512, "out_dim": 256, "steps": 600, "batch_size": 256}
+DEFAULT_CONFIG: dict[str, Any] = {"hidden_dim": 512, "out_dim": 256, "steps": 600, "batch_size": 256, "seed": 0}
 ABLATIONS = {"no_memory": {"use_memory": False}, "no_noise": {"noise_std": 0.0}, "no_intra": {"intra_weight": 0.0}}
 
 
@@ -162,6 +159,18 @@ def class_matched_pairs(f: Features, data: DigitsData, seed: int) -> BridgeFeatu
     return BridgeFeatures(f.audio_memory[audio_rows], f.image_memory[image_rows])
 
 
+def zero_shot(f: Features, data: DigitsData) -> dict[str, float]:
+    """Diagnostic: classification by the class prompts inside each space."""
+    return {
+        "audio_in_audio_text_space": _eval.zero_shot_accuracy(
+            f.audio_queries, data.audio_query_labels, f.prompts_audio_space
+        ),
+        "image_in_image_text_space": _eval.zero_shot_accuracy(
+            f.image_gallery, data.image_gallery_labels, f.prompts_image_space
+        ),
+    }
+
+
 def score_heads(fit, f: Features, data: DigitsData) -> dict[str, dict[str, float]]:
     with torch.inference_mode():
         return both_directions(fit.head_x(f.audio_queries), fit.head_y(f.image_gallery), data)
@@ -195,9 +204,7 @@ def run(
         result = fit_heads(features, CMCRConfig(**{**config, **overrides}), show_progress_bar=progress)
         return score_heads(result, f, data)
 
-    # The paired upper bound trains the same heads with InfoNCE on real pairs: no memory, no intra loss.
-    paired = fit(class_matched_pairs(f, data, seed=config.get("seed", 0)), use_memory=False, intra_weight=0.0)
-    record: dict[str, Any] = {
+    return {
         "benchmark": "digits",
         "data": data.name,
         "metrics": metrics,
@@ -207,20 +214,13 @@ def run(
                 "image_to_audio": _eval.chance_metrics(data.image_gallery_labels, data.audio_query_labels),
             },
             "text_pivot": text_pivot(f, data),
-            "paired_upper_bound": paired,
+            # The same heads trained with InfoNCE on real pairs: no memory, no intra loss.
+            "paired_upper_bound": fit(class_matched_pairs(f, data, config["seed"]), use_memory=False, intra_weight=0.0),
         },
         "ablations": {
-            name: fit(f.bridge_features(), **overrides)
-            for name, overrides in (ABLATIONS.items() if ablations else ())
+            name: fit(f.bridge_features(), **overrides) for name, overrides in ABLATIONS.items() if ablations
         },
-        "zero_shot": {
-            "audio_in_audio_text_space": _eval.zero_shot_accuracy(
-                f.audio_queries, data.audio_query_labels, f.prompts_audio_space
-            ),
-            "image_in_image_text_space": _eval.zero_shot_accuracy(
-                f.image_gallery, data.image_gallery_labels, f.prompts_image_space
-            ),
-        },
+        "zero_shot": zero_shot(f, data),
         "bridge_quality": bridge.card.quality,
         "config": bridge.card.training,
         "train_seconds": round(train_seconds, 2),
@@ -229,4 +229,3 @@ def run(
         "n_texts": len(data.texts),
         "bridge_path": str(bridge_dir),
     }
-    return record
