@@ -29,10 +29,10 @@ from spacegraph_spaces.digits import (
     DigitsImageTextSpace,
     DigitsModel,
     fix_length,
-    load_audio,
     peak_normalize,
     tokenize_batch,
 )
+from spacegraph_spaces.media import load_audio
 
 from spacegraph._atomic import atomic_dir, atomic_path, write_text_atomic
 

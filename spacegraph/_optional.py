@@ -1,0 +1,17 @@
+"""Optional heavy backends: imported on first use, with an error naming the extra that installs them."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import ``module`` or raise an ImportError saying ``pip install "spacegraph[<extra>]"``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(
+            f"{module} is needed here but could not be imported ({exc}); install it with "
+            f'pip install "spacegraph[{extra}]"'
+        ) from exc
