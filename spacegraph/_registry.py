@@ -101,9 +101,9 @@ def list_bridge_methods(pattern: str = "*") -> list[str]:
     return BRIDGE_METHODS.names(pattern)
 
 
-def load_space(name: str, **kwargs: Any) -> Any:
-    """Build the registered space ``name``; keyword arguments go to its factory."""
-    return SPACES.get(name)(**kwargs)
+def load_space(name: str, /, *args: Any, **kwargs: Any) -> Any:
+    """Build the registered space ``name``; other arguments go to its factory."""
+    return SPACES.get(name)(*args, **kwargs)
 
 
 def get_bridge_method(name: str) -> Any:

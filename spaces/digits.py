@@ -23,7 +23,7 @@ from torch import nn
 
 from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
 
-from .media import load_audio, load_image
+from .media import check_texts, load_audio, load_image
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -61,11 +61,7 @@ TOKENIZERS: dict[str, Callable[[str, int], list[int]]] = {
 def tokenize_batch(texts: Sequence[Any], tokenizer: str, buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat ids and bag offsets for ``nn.EmbeddingBag``; refuses non-str, blank or token-less items."""
     ids, offsets = [], []
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"text item {i} is a {type(text).__name__}; text inputs must be str")
-        if not text.strip():
-            raise ValueError(f"text item {i} is empty or whitespace only; pass non-empty strings")
+    for i, text in enumerate(check_texts(texts)):
         item_ids = TOKENIZERS[tokenizer](text, buckets)
         if not item_ids:
             raise ValueError(f"text item {i} ({text!r}) has no word characters to embed")

@@ -6,6 +6,8 @@ Every failure is a clear error naming the input and what is accepted, never a cr
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,9 @@ from PIL import Image, UnidentifiedImageError
 from scipy.signal import resample_poly
 
 AUDIO_ACCEPTED = (
-    "accepted audio: paths to files soundfile reads (WAV, FLAC, OGG, AIFF, ...), or 1-D numpy arrays / tensors "
-    "sampled at 8 kHz (2-D [samples, channels] is averaged to mono)"
+    "accepted audio: paths to files soundfile reads (WAV, FLAC, OGG, MP3, AIFF, ...), numpy arrays / tensors at "
+    "the space's sample rate, or (array, sample_rate) tuples at any rate; 2-D [samples, channels] or "
+    "[channels, samples] is averaged to mono, integer PCM is scaled to [-1, 1]"
 )
 IMAGE_ACCEPTED = (
     "accepted images: paths to files Pillow opens (PNG, JPEG, BMP, GIF, TIFF, ...), PIL images of any mode, or "
@@ -26,10 +29,19 @@ IMAGE_ACCEPTED = (
 _MAX_CHANNELS = 8
 
 
-def _mono_checked(wave: np.ndarray, what: str) -> np.ndarray:
-    """A finite, non-empty 1-D float32 waveform from a 1-D or 2-D (channels) numeric array."""
+def _float_wave(wave: np.ndarray, what: str) -> np.ndarray:
+    """A numeric array as floats; integer PCM is scaled by its dtype's range to [-1, 1]."""
     if wave.dtype.kind not in "fiu":
         raise TypeError(f"{what}: audio arrays must be numeric, got dtype {wave.dtype}; {AUDIO_ACCEPTED}")
+    if wave.dtype.kind == "f":
+        return wave
+    half = float(2 ** (8 * wave.dtype.itemsize - 1))
+    return wave / half if wave.dtype.kind == "i" else (wave - half) / half
+
+
+def _mono_checked(wave: np.ndarray, what: str) -> np.ndarray:
+    """A finite, non-empty 1-D float32 waveform from a 1-D or 2-D (channels) numeric array."""
+    wave = _float_wave(wave, what)
     if wave.size == 0:
         raise ValueError(f"{what}: zero-length audio; pass at least one sample")
     if wave.ndim == 2 and min(wave.shape) <= _MAX_CHANNELS:
@@ -42,6 +54,14 @@ def _mono_checked(wave: np.ndarray, what: str) -> np.ndarray:
     return wave.astype(np.float32)
 
 
+def _resampled(wave: np.ndarray, rate: int, sample_rate: int, what: str) -> np.ndarray:
+    """``wave`` (mono, at ``rate`` Hz) at ``sample_rate`` Hz, by polyphase filtering."""
+    if rate == sample_rate:
+        return wave
+    g = math.gcd(rate, sample_rate)
+    return _mono_checked(resample_poly(wave, sample_rate // g, rate // g), what)
+
+
 def _read_audio_file(path: Path, sample_rate: int) -> np.ndarray:
     if not path.exists():
         raise FileNotFoundError(f"audio file not found: {path}")
@@ -51,22 +71,38 @@ def _read_audio_file(path: Path, sample_rate: int) -> np.ndarray:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         raise ValueError(f"could not read audio file {path} ({err}); {AUDIO_ACCEPTED}") from err
-    wave = _mono_checked(data, str(path))
-    if rate != sample_rate:
-        g = math.gcd(rate, sample_rate)
-        wave = resample_poly(wave, sample_rate // g, rate // g).astype(np.float32)
-    return _mono_checked(wave, str(path))
+    return _resampled(_mono_checked(data, str(path)), rate, sample_rate, str(path))
+
+
+def _audio_array(item: Any, what: str) -> np.ndarray:
+    """A numpy array from a numpy array or tensor (bfloat16/half tensors as float32)."""
+    if isinstance(item, torch.Tensor):
+        tensor = item.detach().cpu()
+        item = (tensor.float() if tensor.is_floating_point() else tensor).numpy()
+    if not isinstance(item, np.ndarray):
+        raise TypeError(f"{what} of type {type(item).__name__} is not supported; {AUDIO_ACCEPTED}")
+    return item
+
+
+def _sample_rate(rate: Any) -> int:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Integral) or rate <= 0:
+        raise ValueError(f"audio (array, sample_rate) tuple: sample_rate must be a positive int, got {rate!r}")
+    return int(rate)
 
 
 def load_audio(item: Any, sample_rate: int) -> np.ndarray:
-    """One audio input (path, numpy array or tensor at ``sample_rate``) as a mono float32 waveform."""
+    """One audio input as a mono float32 waveform at ``sample_rate`` Hz.
+
+    ``item``: a file path (resampled from the file's rate), a numpy array or tensor already at ``sample_rate``, or
+    an ``(array, rate)`` tuple (resampled from ``rate``; ``soundfile.read`` returns one).
+    """
     if isinstance(item, (str, Path)):
         return _read_audio_file(Path(item), sample_rate)
-    if isinstance(item, torch.Tensor):
-        item = item.detach().cpu().numpy()
-    if isinstance(item, np.ndarray):
-        return _mono_checked(item, "audio array")
-    raise TypeError(f"audio item of type {type(item).__name__} is not supported; {AUDIO_ACCEPTED}")
+    if isinstance(item, tuple) and len(item) == 2:
+        what = "audio (array, sample_rate) tuple"
+        wave = _mono_checked(_audio_array(item[0], f"{what}: array"), what)
+        return _resampled(wave, _sample_rate(item[1]), sample_rate, what)
+    return _mono_checked(_audio_array(item, "audio item"), "audio array")
 
 
 def _float_image(arr: np.ndarray, what: str) -> np.ndarray:
@@ -86,19 +122,34 @@ def _float_image(arr: np.ndarray, what: str) -> np.ndarray:
     raise TypeError(f"{what}: image dtype {arr.dtype} is not supported; {IMAGE_ACCEPTED}")
 
 
+def _channels_last(arr: np.ndarray, what: str) -> np.ndarray:
+    """[H, W, C] with C in 1/3/4 from [H, W], [H, W, C] or [C, H, W]."""
+    if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4) and arr.shape[0] in (1, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"{what}: image array of shape {list(arr.shape)} has no 1/3/4 channel axis; {IMAGE_ACCEPTED}")
+    if arr.ndim not in (2, 3) or 0 in arr.shape:
+        raise ValueError(f"{what}: image array of shape {list(arr.shape)} is not an image; {IMAGE_ACCEPTED}")
+    return arr if arr.ndim == 3 else arr[..., None]
+
+
 def _gray(arr: np.ndarray, what: str) -> np.ndarray:
     """[H, W] from [H, W], [H, W, C] or [C, H, W]; RGB -> luma, alpha multiplies (composited over black)."""
-    if arr.ndim == 3:
-        if arr.shape[-1] not in (1, 3, 4) and arr.shape[0] in (1, 3, 4):
-            arr = np.moveaxis(arr, 0, -1)
-        if arr.shape[-1] not in (1, 3, 4):
-            shape = list(arr.shape)
-            raise ValueError(f"{what}: image array of shape {shape} has no 1/3/4 channel axis; {IMAGE_ACCEPTED}")
-        luma = arr[..., 0] if arr.shape[-1] == 1 else arr[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
-        arr = luma * arr[..., 3] if arr.shape[-1] == 4 else luma
-    if arr.ndim != 2 or 0 in arr.shape:
-        raise ValueError(f"{what}: image array of shape {list(arr.shape)} is not an image; {IMAGE_ACCEPTED}")
-    return arr
+    arr = _channels_last(arr, what)
+    luma = arr[..., 0] if arr.shape[-1] == 1 else arr[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    return luma * arr[..., 3] if arr.shape[-1] == 4 else luma
+
+
+def _rgb(arr: np.ndarray, what: str) -> np.ndarray:
+    """[H, W, 3] from [H, W], [H, W, C] or [C, H, W]; gray is repeated, alpha multiplies (composited over black)."""
+    arr = _channels_last(arr, what)
+    rgb = np.repeat(arr[..., :1], 3, axis=-1) if arr.shape[-1] == 1 else arr[..., :3]
+    return rgb * arr[..., 3:] if arr.shape[-1] == 4 else rgb
+
+
+def _rgb_pil(arr: np.ndarray) -> Image.Image:
+    """A float [H, W, 3] array in [0, 1] as an 8-bit RGB PIL image."""
+    return Image.fromarray(np.round(arr * 255.0).astype(np.uint8), "RGB")
 
 
 def _pil_to_float(image: Image.Image) -> np.ndarray:
@@ -118,7 +169,18 @@ def _pil_to_float(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
 
 
-def _read_image_file(path: Path) -> np.ndarray:
+def _pil_to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode as 8-bit RGB: 16/32-bit and float modes scaled as grayscale, alpha composited over black."""
+    if image.mode.startswith("I") or image.mode == "F":
+        return _rgb_pil(_rgb(_pil_to_float(image), f"PIL image (mode {image.mode})"))
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if "A" in image.getbands():
+        return _rgb_pil(_rgb(np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0, "PIL image"))
+    return image.convert("RGB")
+
+
+def _read_image_file(path: Path, convert: Callable[[Image.Image], Any] = _pil_to_float) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {path}")
     if path.is_dir():
@@ -126,7 +188,7 @@ def _read_image_file(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
-            return _pil_to_float(image)
+            return convert(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"could not read image file {path} ({err}); {IMAGE_ACCEPTED}") from err
 
@@ -146,3 +208,25 @@ def load_image(item: Any, size: int) -> np.ndarray:
         resized = Image.fromarray(np.ascontiguousarray(arr, np.float32)).resize((size, size), Image.Resampling.BILINEAR)
         arr = np.asarray(resized)
     return arr
+
+
+def load_rgb_image(item: Any) -> Image.Image:
+    """One image input as an 8-bit RGB PIL image at its own size, for models that bring their own preprocessing."""
+    if isinstance(item, (str, Path)):
+        return _read_image_file(Path(item), _pil_to_rgb)
+    if isinstance(item, Image.Image):
+        return _pil_to_rgb(item)
+    if isinstance(item, (np.ndarray, torch.Tensor)):
+        arr = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
+        return _rgb_pil(_rgb(_float_image(arr, "image array"), "image array"))
+    raise TypeError(f"image item of type {type(item).__name__} is not supported; {IMAGE_ACCEPTED}")
+
+
+def check_texts(batch: Sequence[Any]) -> list[str]:
+    """The batch as a list of str; TypeError for a non-str item, ValueError for an empty or whitespace-only one."""
+    for i, text in enumerate(batch):
+        if not isinstance(text, str):
+            raise TypeError(f"text item {i} is a {type(text).__name__}; text inputs must be str")
+        if not text.strip():
+            raise ValueError(f"text item {i} is empty or whitespace only; pass non-empty strings")
+    return [str(text) for text in batch]

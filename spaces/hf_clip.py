@@ -1,0 +1,57 @@
+"""A transformers ``CLIPModel`` as an {image, text} space (``pip install "spacegraph[hf]"``).
+
+transformers is imported when a space is built, not when this module is, so listing plugins stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
+from spacegraph._optional import require
+
+from .media import check_texts, load_rgb_image
+
+
+def _features(output: Any) -> torch.Tensor:
+    """Projected features from ``get_*_features``: a tensor (transformers 4.x) or its ``pooler_output`` (5.x)."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+class HFCLIPSpace(Space):
+    """A CLIP checkpoint in transformers format (a Hub id or a local folder) embedding images and text.
+
+    ``CLIPModel`` and ``CLIPProcessor`` load with ``from_pretrained``; the processor prepares images (any input
+    :func:`~spacegraph_spaces.media.load_rgb_image` reads) and tokenises texts, which are truncated to the text
+    model's ``max_position_embeddings`` tokens (77 for the OpenAI checkpoints).
+    """
+
+    def __init__(self, model_name_or_path: str, *, device: str | torch.device = "cpu", name: str | None = None) -> None:
+        super().__init__()
+        transformers = require("transformers", "hf")
+        self.model = transformers.CLIPModel.from_pretrained(model_name_or_path).eval()
+        self.processor = transformers.CLIPProcessor.from_pretrained(model_name_or_path)
+        self.max_length = self.model.config.text_config.max_position_embeddings
+        self.spec = SpaceSpec(
+            name=name or f"hf-clip:{model_name_or_path}",
+            modalities=(Modality.IMAGE, Modality.TEXT),
+            dim=self.model.config.projection_dim,
+            fingerprint=fingerprint_state_dict(self.model.state_dict()),
+        )
+        self.to(device)
+
+    def to(self, device: str | torch.device) -> HFCLIPSpace:
+        super().to(device)
+        self.model.to(self.device)
+        return self
+
+    def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+        if modality is Modality.TEXT:
+            tokens = self.processor(
+                text=check_texts(batch), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            )
+            return _features(self.model.get_text_features(**tokens.to(self.device)))
+        images = self.processor(images=[load_rgb_image(item) for item in batch], return_tensors="pt")
+        return _features(self.model.get_image_features(pixel_values=images["pixel_values"].to(self.device)))

@@ -1,0 +1,72 @@
+"""Any open_clip model as an {image, text} space (``pip install "spacegraph[clip]"``).
+
+open_clip is imported when a space is built, not when this module is, so listing plugins stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
+from spacegraph._optional import require
+
+from .media import check_texts, load_rgb_image
+
+PRECISIONS = ("fp32", "amp")
+
+
+class OpenCLIPSpace(Space):
+    """An open_clip model (CLIP, EVA, SigLIP, CoCa, ...) embedding images and text.
+
+    ``model`` and ``pretrained`` go straight to ``open_clip.create_model_and_transforms`` and ``get_tokenizer``:
+    a built-in name with a pretrained tag or checkpoint file (``pretrained=None``: random weights), or
+    ``hf-hub:org/repo`` / ``local-dir:/path`` (a folder with ``open_clip_config.json`` and the weights), where
+    open_clip ignores ``pretrained``. Images (any input :func:`~spacegraph_spaces.media.load_rgb_image` reads)
+    go through the model's own evaluation transform; texts through its own tokenizer, which truncates to the
+    model's context length. ``precision="amp"`` runs under ``torch.autocast`` on CUDA (fp32 elsewhere).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        pretrained: str | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        open_clip = require("open_clip", "clip")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained)
+        self.model.eval()
+        self.tokenizer = open_clip.get_tokenizer(model)
+        self.spec = SpaceSpec(
+            name=name or f"openclip:{model}" + (f"/{pretrained}" if pretrained else ""),
+            modalities=(Modality.IMAGE, Modality.TEXT),
+            dim=self._probe_dim(),
+            fingerprint=fingerprint_state_dict(self.model.state_dict()),
+        )
+        self.to(device)
+
+    def _probe_dim(self) -> int:
+        """The embedding width, read off one text forward (no attribute holds it for every tower type)."""
+        with torch.inference_mode():
+            return int(self.model.encode_text(self.tokenizer(["a"])).shape[-1])
+
+    def to(self, device: str | torch.device) -> OpenCLIPSpace:
+        super().to(device)
+        self.model.to(self.device)
+        return self
+
+    def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+        use_amp = self.precision == "amp" and self.device.type == "cuda"
+        with torch.autocast(self.device.type, enabled=use_amp):
+            if modality is Modality.TEXT:
+                return self.model.encode_text(self.tokenizer(check_texts(batch)).to(self.device))
+            pixels = torch.stack([self.preprocess(load_rgb_image(item)) for item in batch])
+            return self.model.encode_image(pixels.to(self.device))

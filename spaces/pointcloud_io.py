@@ -1,0 +1,153 @@
+"""Reading point clouds for space plugins: numpy arrays, tensors and .npy / .ply / .off / .pcd files, as xyz.
+
+Only the x, y, z coordinates are kept: further columns (colours, normals, intensities) are ignored. Every failure
+is a clear error naming the input and what is accepted, never a crash inside a model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spacegraph._optional import require
+
+POINT_CLOUD_ACCEPTED = (
+    "accepted point clouds: numpy arrays or tensors shaped [N, 3], or [N, C > 3] whose columns after x, y, z "
+    "(colours, normals, ...) are ignored; or paths to .npy (such an array), .ply (vertex x/y/z), .off (text OFF: "
+    "the mesh vertices) or .pcd (ascii, binary or binary_compressed, fields x/y/z) files"
+)
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _checked_xyz(arr: np.ndarray, what: str) -> np.ndarray:
+    """Finite float64 ``[N, 3]`` xyz from a numeric ``[N, C >= 3]`` array."""
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{what}: point cloud arrays must be numeric, got dtype {arr.dtype}; {POINT_CLOUD_ACCEPTED}")
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{what}: array of shape {list(arr.shape)} is not one point cloud [N, 3] (to encode a single cloud, "
+            f"pass a list [cloud] or an array [1, N, 3]); {POINT_CLOUD_ACCEPTED}"
+        )
+    if arr.shape[1] < 3:
+        raise ValueError(f"{what}: {arr.shape[1]} columns; a point cloud needs x, y, z; {POINT_CLOUD_ACCEPTED}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{what}: the point cloud has no points")
+    xyz = arr[:, :3].astype(np.float64)
+    bad = ~np.isfinite(xyz).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        raise ValueError(f"{what}: {int(bad.sum())} points have NaN or inf coordinates (first rows: {rows})")
+    return xyz
+
+
+# ---------------------------------------------------------------- .npy / .ply
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    with path.open("rb") as f:
+        return np.lib.format.read_array(f, allow_pickle=False)  # unlike np.load, refuses .npz archives
+
+
+def _read_ply(path: Path) -> np.ndarray:
+    plyfile = require("plyfile", "pointcloud")
+    try:
+        ply = plyfile.PlyData.read(str(path))
+    except plyfile.PlyParseError as err:
+        raise ValueError(str(err)) from err
+    names = [element.name for element in ply.elements]
+    if "vertex" not in names:
+        raise ValueError(f"no 'vertex' element (elements: {names})")
+    vertex = ply["vertex"].data
+    missing = [axis for axis in "xyz" if axis not in vertex.dtype.names]
+    if missing:
+        raise ValueError(f"the vertex element lacks {missing} (properties: {list(vertex.dtype.names)})")
+    return np.stack([vertex[axis] for axis in "xyz"], axis=1)
+
+
+# ---------------------------------------------------------------- .off
+
+_OFF_HEADER = re.compile(r"(ST)?C?N?(4)?(n)?OFF(.*)")
+
+
+def _read_off(path: Path) -> np.ndarray:
+    """Vertices of a text OFF mesh ([ST][C][N]OFF, comments, ModelNet's ``OFF<counts>`` first line); faces ignored."""
+    lines = [tokens for line in path.read_text(encoding="utf-8").splitlines() if (tokens := line.split("#")[0].split())]
+    match = _OFF_HEADER.fullmatch(lines[0][0]) if lines else None
+    if match is None:
+        raise ValueError("not an OFF file (the first line must start with OFF, COFF, NOFF, STOFF, ...)")
+    if match.group(2) or match.group(3):
+        raise ValueError(f"{lines[0][0]} (4-D or n-D vertices) is not supported")
+    rest = ([match.group(4)] if match.group(4) else []) + lines[0][1:]
+    if rest and rest[0].upper() == "BINARY":
+        raise ValueError("binary OFF is not supported; save it as text OFF")
+    counts, body = (rest, lines[1:]) if rest else (lines[1] if len(lines) > 1 else [], lines[2:])
+    if not counts:
+        raise ValueError("missing the vertex/face counts line")
+    n_vertices = int(counts[0])
+    if len(body) < n_vertices:
+        raise ValueError(f"the header says {n_vertices} vertices, the file has {len(body)} lines after it")
+    rows = [row[:3] for row in body[:n_vertices]]
+    if any(len(row) < 3 for row in rows):
+        raise ValueError("a vertex line has fewer than 3 coordinates")
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+
+
+# ---------------------------------------------------------------- .pcd
+
+
+def _read_pcd(path: Path) -> np.ndarray:
+    """xyz of a PCD file (ascii, binary or binary_compressed, read by pypcd4); points with NaN coordinates
+    (PCL's invalid points of organized clouds) are dropped."""
+    cloud = require("pypcd4", "pointcloud").PointCloud.from_path(path)
+    missing = [axis for axis in "xyz" if axis not in cloud.fields]
+    if missing:
+        raise ValueError(f"no {missing} fields (FIELDS: {list(cloud.fields)})")
+    xyz = cloud.numpy(("x", "y", "z")).astype(np.float64)
+    return xyz[~np.isnan(xyz).any(axis=1)]
+
+
+# ---------------------------------------------------------------- entry point
+
+READERS: dict[str, Callable[[Path], np.ndarray]] = {
+    ".npy": _read_npy,
+    ".ply": _read_ply,
+    ".off": _read_off,
+    ".pcd": _read_pcd,
+}
+
+
+def read_point_cloud_file(path: str | Path) -> np.ndarray:
+    """The array a point cloud file holds (not yet checked), by its extension."""
+    path = Path(path)
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ValueError(f"unsupported point cloud file extension {path.suffix!r} ({path}); {POINT_CLOUD_ACCEPTED}")
+    if not path.exists():
+        raise FileNotFoundError(f"point cloud file not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a point cloud file; {POINT_CLOUD_ACCEPTED}")
+    try:
+        return reader(path)
+    except ImportError:
+        raise
+    except Exception as err:  # a reader's own error kinds (pypcd4, plyfile, numpy) all mean an unreadable file
+        raise ValueError(f"could not read point cloud file {path} ({err}); {POINT_CLOUD_ACCEPTED}") from err
+
+
+def load_xyz(item: Any) -> np.ndarray:
+    """One point cloud (path, numpy array or tensor) as finite float64 xyz ``[N, 3]``."""
+    if isinstance(item, (str, Path)):
+        return _checked_xyz(read_point_cloud_file(item), str(item))
+    if isinstance(item, torch.Tensor):
+        tensor = item.detach().cpu()
+        return _checked_xyz((tensor.double() if tensor.is_floating_point() else tensor).numpy(), "point cloud tensor")
+    if isinstance(item, np.ndarray):
+        return _checked_xyz(item, "point cloud array")
+    raise TypeError(f"point cloud item of type {type(item).__name__} is not supported; {POINT_CLOUD_ACCEPTED}")

@@ -1,0 +1,62 @@
+"""A text-only space over any sentence-transformers model (``pip install "spacegraph[text]"``).
+
+``sentence_transformers`` is imported when a space is built, never when this module is imported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
+from spacegraph._optional import require
+
+from .media import check_texts
+
+
+def embedding_dimension(model: Any) -> int:
+    """The model's output width (``get_embedding_dimension`` since sentence-transformers 5, renamed from
+    ``get_sentence_embedding_dimension``)."""
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    dim = getter()
+    if not dim:
+        raise ValueError(f"{type(model).__name__} does not report its embedding dimension")
+    return int(dim)
+
+
+class SentenceTransformerSpace(Space):
+    """``{text}`` embedded by a ``SentenceTransformer``, given a hub id or a local model folder.
+
+    ``name`` defaults to the last path component of ``model_name_or_path``; give a clearer one for a local
+    folder. The fingerprint hashes the model's state dict, once, when the space is built.
+    """
+
+    def __init__(self, model_name_or_path: str | Path, *, device: str | torch.device = "cpu", name: str | None = None):
+        super().__init__()
+        sentence_transformers = require("sentence_transformers", "text")
+        self.model = sentence_transformers.SentenceTransformer(str(model_name_or_path), device=str(device))
+        self.model.eval()
+        self.device = torch.device(device)
+        self.spec = SpaceSpec(
+            name=name or Path(str(model_name_or_path)).name,
+            modalities=(Modality.TEXT,),
+            dim=embedding_dimension(self.model),
+            normalized=True,
+            fingerprint=fingerprint_state_dict(self.model.state_dict()),
+        )
+
+    def to(self, device: str | torch.device) -> SentenceTransformerSpace:
+        super().to(device)
+        self.model.to(self.device)
+        return self
+
+    def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+        return self.model.encode(
+            check_texts(batch),
+            batch_size=len(batch),
+            convert_to_tensor=True,
+            show_progress_bar=False,
+            device=str(self.device),
+        )
