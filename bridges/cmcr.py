@@ -35,9 +35,14 @@ class CMCRConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    kind: Literal["connect", "extend"] = Field(
+        "connect",
+        description="connect: train both heads into a new joint space; extend: train only the first space's head "
+        "into the second space, which stays frozen (Ex-MCR).",
+    )
     head_arch: HeadArch = Field("mlp2", description="mlp2: released audio-visual head; mlp1: released 3D head")
     hidden_dim: int = Field(1024, gt=0, description="Hidden width of mlp2 heads.")
-    out_dim: int = Field(512, gt=0, description="Dimension of the joint space.")
+    out_dim: int = Field(512, gt=0, description="Dimension of the joint space (extend: the target's dim).")
     memory_temperature: float = Field(0.01, gt=0, description="tau_mem of the memory softmax.")
     noise_std: float = Field(0.05, ge=0, description="sigma of the Gaussian noise added to head inputs.")
     temperature: float = Field(0.05, gt=0, description="tau of the InfoNCE losses.")
@@ -119,19 +124,29 @@ def cmcr_loss(
     zy_pseudo: torch.Tensor | None,
     config: CMCRConfig,
 ) -> dict[str, torch.Tensor]:
-    """The C-MCR objective on projected (normalised) embeddings; returns ``total`` and its parts."""
+    """The C-MCR objective on projected (normalised) embeddings; returns ``total`` and its parts. For an extend
+    bridge the y side is the frozen target, so only the x side is pulled together."""
     inter = info_nce(zx_native, zy_native, config.temperature)
     intra = zx_native.new_zeros(())
     if zx_pseudo is not None and zy_pseudo is not None:
         inter = inter + info_nce(zx_pseudo, zy_pseudo, config.temperature)
-        intra = attraction(zx_pseudo, zx_native) + attraction(zy_pseudo, zy_native)
+        intra = attraction(zx_pseudo, zx_native)
+        if config.kind == "connect":
+            intra = intra + attraction(zy_pseudo, zy_native)
     return {"total": inter + config.intra_weight * intra, "inter": inter, "intra": intra}
+
+
+class FrozenTarget(torch.nn.Module):
+    """The extend target's side: its own embeddings, unit-normalised, with nothing to train."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=-1)
 
 
 @dataclass
 class FitResult:
     head_x: ProjectionHead
-    head_y: ProjectionHead
+    head_y: ProjectionHead | FrozenTarget
     quality: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -168,15 +183,17 @@ def _pseudo_pairs(features: BridgeFeatures, config: CMCRConfig) -> tuple[torch.T
     return a, c
 
 
-def _heads(x_dim: int, y_dim: int, config: CMCRConfig) -> tuple[ProjectionHead, ProjectionHead]:
-    def spec(in_dim: int) -> HeadSpec:
-        return HeadSpec(arch=config.head_arch, in_dim=in_dim, hidden_dim=config.hidden_dim, out_dim=config.out_dim)
+def _heads(x_dim: int, y_dim: int, config: CMCRConfig) -> tuple[ProjectionHead, ProjectionHead | FrozenTarget]:
+    out_dim = config.out_dim if config.kind == "connect" else y_dim
 
-    return ProjectionHead(spec(x_dim)), ProjectionHead(spec(y_dim))
+    def spec(in_dim: int) -> HeadSpec:
+        return HeadSpec(arch=config.head_arch, in_dim=in_dim, hidden_dim=config.hidden_dim, out_dim=out_dim)
+
+    return ProjectionHead(spec(x_dim)), ProjectionHead(spec(y_dim)) if config.kind == "connect" else FrozenTarget()
 
 
 def validation_quality(
-    head_x: ProjectionHead, head_y: ProjectionHead, bx: torch.Tensor, by: torch.Tensor
+    head_x: ProjectionHead, head_y: ProjectionHead | FrozenTarget, bx: torch.Tensor, by: torch.Tensor
 ) -> dict[str, float]:
     """Held-out overlap pairs: how often each item finds its own counterpart first, both directions."""
     with torch.inference_mode():
@@ -210,7 +227,8 @@ def fit_heads(features: BridgeFeatures, config: CMCRConfig, *, show_progress_bar
             y_in.append(pseudo[1][idx])
         # Native and pseudo rows go through each head together, so BatchNorm sees both.
         zx = head_x(perturb(torch.cat(x_in), config.noise_std, noise)).split(len(idx))
-        zy = head_y(perturb(torch.cat(y_in), config.noise_std, noise)).split(len(idx))
+        y_rows = torch.cat(y_in) if config.kind == "extend" else perturb(torch.cat(y_in), config.noise_std, noise)
+        zy = head_y(y_rows).split(len(idx))
         zx_pseudo, zy_pseudo = (zx[1], zy[1]) if pseudo is not None else (None, None)
         losses = cmcr_loss(zx[0], zy[0], zx_pseudo, zy_pseudo, config)
         optimizer.zero_grad(set_to_none=True)
@@ -226,7 +244,8 @@ def fit_heads(features: BridgeFeatures, config: CMCRConfig, *, show_progress_bar
 
 
 class CMCRMethod:
-    """The ``cmcr`` bridge method: trains a connect bridge between two spaces that share a modality."""
+    """The ``cmcr`` bridge method: trains a connect (or, with ``kind="extend"``, an extend) bridge between two
+    spaces that share a modality. For extend, ``x`` is the source and ``y`` the frozen target."""
 
     name = "cmcr"
     config_class = CMCRConfig
@@ -254,18 +273,22 @@ class CMCRMethod:
         start = time.perf_counter()
         fit = fit_heads(features, config, show_progress_bar=show_progress_bar)
         quality = {**fit.quality, "train_seconds": round(time.perf_counter() - start, 3)}
+        heads = {x.name: fit.head_x}
+        if isinstance(fit.head_y, ProjectionHead):
+            heads[y.name] = fit.head_y
         card = BridgeCard(
             library_version=spacegraph.__version__,
-            name=name or f"{x.name}+{y.name}",
+            name=name or (f"{x.name}+{y.name}" if config.kind == "connect" else f"{x.name}->{y.name}"),
             method=self.name,
+            kind=config.kind,
             spaces=(SpaceRef.of(x), SpaceRef.of(y)),
             overlap=overlap,
-            heads={x.name: fit.head_x.spec, y.name: fit.head_y.spec},
+            heads={space: head.spec for space, head in heads.items()},
             training=config.model_dump(),
             data=features.counts(),
             quality=quality,
         )
         bridge = Bridge(card)
-        bridge.head(x.name).load_state_dict(fit.head_x.state_dict())
-        bridge.head(y.name).load_state_dict(fit.head_y.state_dict())
+        for space, head in heads.items():
+            bridge.head(space).load_state_dict(head.state_dict())
         return bridge.eval()

@@ -11,7 +11,8 @@ from ._bridge import Bridge, BridgeCard, BridgeFeatures, HeadSpec
 from ._errors import FingerprintMismatchError, NoRouteError, UnknownNameError
 from ._eval import retrieval_metrics, zero_shot_accuracy
 from ._features import FeatureStore
-from ._graph import Route, SpaceGraph
+from ._graph import Plan, Route, SpaceGraph
+from ._joint import JointSpace
 from ._modality import Modality
 from ._registry import (
     get_bridge_method,
@@ -31,8 +32,10 @@ __all__ = [
     "FeatureStore",
     "FingerprintMismatchError",
     "HeadSpec",
+    "JointSpace",
     "Modality",
     "NoRouteError",
+    "Plan",
     "Route",
     "Space",
     "SpaceGraph",

@@ -16,7 +16,7 @@ from torch import nn
 from ._atomic import atomic_dir
 from ._errors import FingerprintMismatchError, UnknownNameError
 from ._modality import Modality
-from ._space import SpaceSpec, check_embeddings
+from ._space import SpaceSpec, check_embeddings, fingerprint_state_dict
 
 FORMAT_VERSION = 1
 CARD_FILE = "bridge.json"
@@ -81,7 +81,11 @@ class BridgeCard(BaseModel):
     library_version: str
     name: str
     method: str
-    kind: Literal["connect"] = "connect"
+    kind: Literal["connect", "extend"] = Field(
+        "connect",
+        description="connect: both spaces get a head into a new joint space; extend: only the first space gets a "
+        "head, into the second (the target), which stays frozen.",
+    )
     spaces: tuple[SpaceRef, SpaceRef]
     overlap: Modality
     heads: dict[str, HeadSpec]
@@ -92,6 +96,17 @@ class BridgeCard(BaseModel):
     @property
     def out_dim(self) -> int:
         return next(iter(self.heads.values())).out_dim
+
+    @property
+    def headed_spaces(self) -> list[str]:
+        """Names of the spaces that get a head: both for connect, the source for extend."""
+        names = [ref.name for ref in self.spaces]
+        return names if self.kind == "connect" else names[:1]
+
+    @property
+    def target(self) -> str:
+        """The node both sides land in: the joint space (named as the bridge) or the extend target."""
+        return self.name if self.kind == "connect" else self.spaces[1].name
 
     @property
     def modalities(self) -> tuple[Modality, ...]:
@@ -110,16 +125,19 @@ class BridgeCard(BaseModel):
 
 
 class Bridge(nn.Module):
-    """A trained edge of the graph: one projector head per space it reads from."""
+    """A trained edge of the graph: one projector head per space it reads from (an extend target needs none)."""
 
     def __init__(self, card: BridgeCard) -> None:
         super().__init__()
         names = [ref.name for ref in card.spaces]
-        if set(card.heads) != set(names) or len(set(names)) != 2:
-            raise ValueError(f"bridge {card.name!r}: heads {sorted(card.heads)} must match its two spaces {names}")
+        if len(set(names)) != 2 or set(card.heads) != set(card.headed_spaces):
+            raise ValueError(
+                f"{card.kind} bridge {card.name!r}: heads {sorted(card.heads)} must be {card.headed_spaces} "
+                f"(its spaces are {names})"
+            )
         self.card = card
         self._order = names
-        self.heads = nn.ModuleList(ProjectionHead(card.heads[n]) for n in names)
+        self.heads = nn.ModuleList(ProjectionHead(card.heads[n]) for n in card.headed_spaces)
         self.eval()
 
     @property
@@ -130,13 +148,23 @@ class Bridge(nn.Module):
     def space_names(self) -> tuple[str, str]:
         return tuple(self._order)  # type: ignore[return-value]
 
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the heads' weights: the identity of the joint space a connect bridge creates."""
+        return fingerprint_state_dict(self._flat_state())
+
     def head(self, space_name: str) -> ProjectionHead:
-        if space_name not in self._order:
-            raise UnknownNameError(f"bridge {self.name!r} has no head for space {space_name!r}; it has {self._order}")
-        return self.heads[self._order.index(space_name)]
+        if space_name not in self.card.heads:
+            raise UnknownNameError(
+                f"bridge {self.name!r} has no head for space {space_name!r}; it has {self.card.headed_spaces}"
+            )
+        return self.heads[self.card.headed_spaces.index(space_name)]
 
     def project(self, space_name: str, embeddings: torch.Tensor) -> torch.Tensor:
-        """Map embeddings of ``space_name`` into the joint space (eval mode, no grad)."""
+        """Map embeddings of ``space_name`` into the bridge's target space (eval mode, no grad)."""
+        if self.card.kind == "extend" and space_name == self.card.target:
+            check_embeddings(embeddings, self.card.spaces[1].dim, f"bridge {self.name!r} target {space_name!r}")
+            return nn.functional.normalize(embeddings.float(), dim=-1)  # the target space is frozen
         head = self.head(space_name)
         check_embeddings(embeddings, head.spec.in_dim, f"bridge {self.name!r} input from {space_name!r}")
         with torch.inference_mode():
@@ -156,7 +184,7 @@ class Bridge(nn.Module):
     def _flat_state(self) -> dict[str, torch.Tensor]:
         return {
             f"{name}/{key}": value.detach().cpu().contiguous()
-            for name, head in zip(self._order, self.heads)
+            for name, head in zip(self.card.headed_spaces, self.heads)
             for key, value in head.state_dict().items()
         }
 
@@ -183,14 +211,15 @@ class Bridge(nn.Module):
             )
         bridge = cls(card)
         state = load_file(str(weights_path))
-        for name, head in zip(bridge._order, bridge.heads):
+        for name, head in zip(card.headed_spaces, bridge.heads):
             prefix = f"{name}/"
             head.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
         return bridge.eval()
 
     def __repr__(self) -> str:
         a, b = self._order
-        return f"Bridge({self.name!r}: {a} <-{self.card.overlap.value}-> {b}, score={self.card.score:.3f})"
+        arrow = f"<-{self.card.overlap.value}->" if self.card.kind == "connect" else f"-{self.card.overlap.value}->"
+        return f"Bridge({self.name!r}: {a} {arrow} {b}, {self.card.kind}, score={self.card.score:.3f})"
 
 
 class BridgeFeatures:

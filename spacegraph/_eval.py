@@ -61,3 +61,33 @@ def zero_shot_accuracy(
 ) -> float:
     """Accuracy of assigning each embedding to its most similar class embedding (row c = class c)."""
     return float(((embeddings @ class_embeddings.T).argmax(dim=1) == _labels(labels)).float().mean())
+
+
+def linear_probe_accuracy(
+    train: torch.Tensor,
+    train_labels: Sequence[int] | np.ndarray | torch.Tensor,
+    test: torch.Tensor,
+    test_labels: Sequence[int] | np.ndarray | torch.Tensor,
+    *,
+    epochs: int = 300,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+) -> float:
+    """Test accuracy of a supervised multinomial logistic regression on frozen features (full-batch L-BFGS)."""
+    y_train, y_test = _labels(train_labels), _labels(test_labels)
+    torch.manual_seed(seed)
+    mean, std = train.mean(dim=0), train.std(dim=0).clamp(min=1e-6)
+    classifier = torch.nn.Linear(train.shape[1], int(max(y_train.max(), y_test.max())) + 1)
+    optimizer = torch.optim.LBFGS(classifier.parameters(), max_iter=epochs, line_search_fn="strong_wolfe")
+    x_train = (train - mean) / std
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(classifier(x_train), y_train)
+        loss = loss + weight_decay * classifier.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return float((classifier((test - mean) / std).argmax(dim=1) == y_test).float().mean())

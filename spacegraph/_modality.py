@@ -8,6 +8,7 @@ from enum import Enum
 class Modality(str, Enum):
     TEXT = "text"
     IMAGE = "image"
+    LOWRES_IMAGE = "lowres_image"  # small thumbnails (e.g. 8x8 digits), a domain of its own
     AUDIO = "audio"
     VIDEO = "video"
     POINT_CLOUD = "point_cloud"

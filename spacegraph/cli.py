@@ -3,45 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from ._atomic import write_text_atomic
 
 DEFAULT_DATA = os.environ.get("SPACEGRAPH_DATA", "../shared/data")
-
-
-def _table(record: dict[str, Any]) -> str:
-    rows = [("C-MCR (no audio-image pairs)", record["metrics"])]
-    rows += [(f"baseline: {name}", m) for name, m in record["baselines"].items()]
-    rows += [(f"ablation: {name}", m) for name, m in record["ablations"].items()]
-    head = f"{'':34} {'audio->image':^29} | {'image->audio':^13}"
-    sub = f"{'':34} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'mAP':>6}   | {'R@1':>6} {'mAP':>6}"
-    lines = [head, sub]
-    for name, m in rows:
-        a, i = m["audio_to_image"], m["image_to_audio"]
-        lines.append(
-            f"{name:34} {a['R@1']:6.3f} {a['R@5']:6.3f} {a['R@10']:6.3f} {a['mAP']:6.3f}   | {i['R@1']:6.3f} {i['mAP']:6.3f}"
-        )
-    return "\n".join(lines)
-
-
-def _print_record(record: dict[str, Any]) -> None:
-    zs = record["zero_shot"]
-    print(
-        f"\n{record['n_queries']} spoken-digit queries vs {record['n_gallery']} handwritten digits "
-        f"(bridge trained on {record['n_texts']} texts in {record['train_seconds']:.1f} s)\n"
-    )
-    print(_table(record))
-    print(
-        f"\nzero-shot inside each space: audio {zs['audio_in_audio_text_space']:.3f}, "
-        f"image {zs['image_in_image_text_space']:.3f}; bridge held-out text score "
-        f"{record['bridge_quality'].get('score', float('nan')):.3f}"
-    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -51,7 +22,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     data = digits.shipped_data()
     record = digits.run(data, args.out, ablations=args.ablations, progress=not args.quiet)
-    _print_record(record)
+    print(digits.summary(record))
     bridge = sg.Bridge.load(record["bridge_path"])
     graph = sg.SpaceGraph([sg.load_space(digits.AUDIO_SPACE), sg.load_space(digits.IMAGE_SPACE)], [bridge])
     route = graph.connect("audio", "image")
@@ -65,13 +36,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import digits
-
-    data = digits.full_data(args.data)
-    record = digits.run(
-        data, args.out, config={"seed": args.seed}, ablations=not args.no_ablations, progress=not args.quiet
-    )
-    _print_record(record)
+    bench = importlib.import_module(f"spacegraph.bench.{args.name}")
+    options = {"config": {"seed": args.seed}, "progress": not args.quiet}
+    if args.name == "digits":
+        options["ablations"] = not args.no_ablations
+    record = bench.bench(args.data, args.out or f"runs/bench-{args.name}", **options)
+    print(bench.summary(record))
     if args.json:
         write_text_atomic(args.json, json.dumps(record, indent=2))
         print(f"\nwrote {args.json}")
@@ -97,12 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     bench = sub.add_parser("bench", help="benchmarks on the real data")
-    bench.add_argument("name", choices=["digits"])
+    bench.add_argument("name", choices=["digits", "multihop", "modelnet10"])
     bench.add_argument("--data", default=DEFAULT_DATA, help="folder holding fsdd/, mnist5k/, oewn/")
     bench.add_argument("--json", help="write the record here")
-    bench.add_argument("--out", default="runs/bench-digits", help="folder for cached features and the bridge")
+    bench.add_argument("--out", help="folder for cached features and bridges (default runs/bench-NAME)")
     bench.add_argument("--seed", type=int, default=0, help="seed of every training run")
-    bench.add_argument("--no-ablations", action="store_true")
+    bench.add_argument("--no-ablations", action="store_true", help="digits: skip the ablations")
     bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(run=_bench)
 

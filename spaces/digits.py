@@ -206,7 +206,7 @@ def load_weights(folder: Path, name: str) -> tuple[dict, dict[str, torch.Tensor]
     config_path, weights_path = folder / "config.json", folder / "model.safetensors"
     for path in (config_path, weights_path):
         if not path.exists():
-            raise FileNotFoundError(f"missing {path}; run examples/train_digit_spaces.py or pass weights_dir")
+            raise FileNotFoundError(f"missing {path}; the training scripts in examples/ write it, or pass weights_dir")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if config.get("name") != name:
         raise ValueError(f"{config_path} is for space {config.get('name')!r}, expected {name!r}")

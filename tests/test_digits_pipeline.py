@@ -51,3 +51,28 @@ def test_full_digits_benchmark_meets_its_targets(tmp_path):
     assert a2i["R@1"] >= 0.9 * record["baselines"]["paired_upper_bound"]["audio_to_image"]["R@1"]
     assert set(record["ablations"]) == {"no_memory", "no_noise", "no_intra"}
     assert record["train_seconds"] < 60
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "fsdd").is_dir(), reason=f"real data not found at {DATA}; set SPACEGRAPH_DATA")
+def test_multihop_benchmark_two_hop_route(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "record.json"
+    assert main(["bench", "multihop", "--data", str(DATA), "--json", str(out), "--out", str(tmp_path), "--quiet"]) == 0
+    record = json.loads(out.read_text())
+    assert record["routes"]["connect"]["audio_to_lowres"]["R@1"] >= 0.70
+    assert set(record["routes"]["extend"]["hops"]) == {"audio_to_mnist_image", "mnist_image_to_lowres"}
+    # Extending keeps the image-text space's own quality exactly.
+    assert record["routes"]["extend"]["image_text_zero_shot_inside_route"] == record["image_text_zero_shot_native"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "modelnet10").is_dir(), reason=f"real data not found at {DATA}; set SPACEGRAPH_DATA")
+def test_modelnet10_benchmark_classifies_3d_through_images(tmp_path):
+    out = tmp_path / "record.json"
+    assert (
+        main(["bench", "modelnet10", "--data", str(DATA), "--json", str(out), "--out", str(tmp_path), "--quiet"]) == 0
+    )
+    record = json.loads(out.read_text())
+    assert record["routes"]["connect"]["point_cloud_to_text"]["top1"] >= 0.75
+    assert record["routes"]["extend"]["image_text_zero_shot_inside"] == record["image_text_zero_shot_native"]

@@ -229,3 +229,37 @@ def run(
         "n_texts": len(data.texts),
         "bridge_path": str(bridge_dir),
     }
+
+
+def bench(data_dir: str | Path, out_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """``spacegraph bench digits``: :func:`run` on the full real data."""
+    return run(full_data(data_dir), out_dir, **options)
+
+
+def _table(record: dict[str, Any]) -> str:
+    rows = [("C-MCR (no audio-image pairs)", record["metrics"])]
+    rows += [(f"baseline: {name}", m) for name, m in record["baselines"].items()]
+    rows += [(f"ablation: {name}", m) for name, m in record["ablations"].items()]
+    head = f"{'':34} {'audio->image':^29} | {'image->audio':^13}"
+    sub = f"{'':34} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'mAP':>6}   | {'R@1':>6} {'mAP':>6}"
+    lines = [head, sub]
+    for name, m in rows:
+        a, i = m["audio_to_image"], m["image_to_audio"]
+        lines.append(
+            f"{name:34} {a['R@1']:6.3f} {a['R@5']:6.3f} {a['R@10']:6.3f} {a['mAP']:6.3f}   | {i['R@1']:6.3f} {i['mAP']:6.3f}"
+        )
+    return "\n".join(lines)
+
+
+def summary(record: dict[str, Any]) -> str:
+    zs = record["zero_shot"]
+    head = (
+        f"\n{record['n_queries']} spoken-digit queries vs {record['n_gallery']} handwritten digits "
+        f"(bridge trained on {record['n_texts']} texts in {record['train_seconds']:.1f} s)\n"
+    )
+    tail = (
+        f"\nzero-shot inside each space: audio {zs['audio_in_audio_text_space']:.3f}, "
+        f"image {zs['image_in_image_text_space']:.3f}; bridge held-out text score "
+        f"{record['bridge_quality'].get('score', float('nan')):.3f}"
+    )
+    return head + "\n" + _table(record) + "\n" + tail

@@ -1,0 +1,63 @@
+"""Joint spaces: the new space a connect bridge creates is itself a Space, so it can be bridged again."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ._bridge import Bridge
+from ._modality import Modality
+from ._space import Space, SpaceSpec
+
+
+class JointSpace(Space):
+    """The modalities of both spaces of a connect bridge, each embedded by its own space and then its head.
+
+    A modality both spaces have (the overlap) is embedded by the bridge's first space. Its fingerprint is the
+    bridge's, so a bridge trained on this joint space refuses one whose parent bridge changed.
+    """
+
+    def __init__(self, bridge: Bridge, spaces: Sequence[Space]) -> None:
+        super().__init__()
+        if bridge.card.kind != "connect":
+            raise ValueError(f"bridge {bridge.name!r} is an extend bridge: it adds no joint space")
+        by_name = {space.name: space for space in spaces}
+        missing = [name for name in bridge.space_names if name not in by_name]
+        if missing:
+            raise ValueError(f"joint space {bridge.name!r} needs its spaces {missing}; pass them too")
+        for name in bridge.space_names:
+            bridge.check_space(by_name[name].spec)
+        self.bridge = bridge
+        self.members = [by_name[name] for name in bridge.space_names]
+        self.spec = SpaceSpec(
+            name=bridge.name,
+            modalities=bridge.card.modalities,
+            dim=bridge.card.out_dim,
+            normalized=True,
+            fingerprint=bridge.fingerprint,
+        )
+
+    def member(self, modality: Modality) -> Space:
+        """The space that embeds ``modality`` before its head maps it here."""
+        return next(space for space in self.members if modality in space.modalities)
+
+    def to(self, device: str | torch.device) -> JointSpace:
+        super().to(device)
+        for space in self.members:
+            space.to(device)
+        return self
+
+    def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+        space = self.member(modality)
+        return self.bridge.project(space.name, space.encode(modality, batch, batch_size=len(batch)))
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """A joint space is its bridge: the folder is the bridge's, and :meth:`load` needs the same spaces."""
+        self.bridge.save(folder)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, spaces: Sequence[Space]) -> JointSpace:
+        return cls(Bridge.load(folder), spaces)

@@ -1,0 +1,122 @@
+"""Two small real contrastive spaces over ModelNet10 shapes, standing in for ULIP (3D-image) and CLIP (image-text).
+
+``shapes-3d-image`` embeds point clouds (a small PointNet) and canonical depth renders (a CNN), trained item-level
+on (cloud, its own render) pairs; ``shapes-image-text`` embeds the same kind of renders and OEWN text, trained on
+renders of other shapes. The two share no training pairs, only the image modality, so a C-MCR bridge through images
+joins 3D to text as in the C-MCR paper's ULIP+CLIP setting. Weights come from ``examples/train_shape_spaces.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
+
+from .digits import ImageTower, TextTower, load_weights, tokenize_batch
+from .media import load_image
+from .pointcloud_io import load_xyz
+from .shapes_data import normalize_cloud
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def resample_cloud(points: np.ndarray, n_points: int) -> np.ndarray:
+    """``n_points`` rows picked deterministically, evenly spaced over the input order (repeating if fewer)."""
+    if len(points) >= n_points:
+        return points[np.linspace(0, len(points) - 1, n_points).round().astype(np.int64)]
+    return points[np.arange(n_points) % len(points)]
+
+
+def prepare_cloud(item: Any, n_points: int) -> np.ndarray:
+    """One point cloud input (path, array or tensor) as a normalised float32 ``[n_points, 3]`` array."""
+    return resample_cloud(normalize_cloud(load_xyz(item)), n_points)
+
+
+class PointTower(nn.Module):
+    """PointNet: shared per-point MLP (linear + BN + ReLU), global max pool, MLP head."""
+
+    def __init__(self, cfg: dict, dim: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([3, *cfg["widths"][:-1]], cfg["widths"]):
+            layers += [nn.Linear(c_in, c_out, bias=False), nn.BatchNorm1d(c_out), nn.ReLU()]
+        self.per_point = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Linear(cfg["widths"][-1], cfg["head"]), nn.ReLU(), nn.Linear(cfg["head"], dim))
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        """``points``: float ``[B, N, 3]``."""
+        features = self.per_point(points.reshape(-1, 3)).reshape(points.shape[0], points.shape[1], -1)
+        return self.head(features.amax(dim=1))
+
+
+class ShapesModel(nn.Module):
+    """One tower per modality of a space's config and a learnable temperature."""
+
+    def __init__(self, config: dict) -> None:
+        super().__init__()
+        dim = config["dim"]
+        builders = {
+            "point_cloud": lambda: PointTower(config["point_cloud"], dim),
+            "image": lambda: ImageTower(config["image"], dim),
+            "text": lambda: TextTower(config["text"]["buckets"], config["text"]["width"], dim),
+        }
+        self.towers = nn.ModuleDict({m: builders[m]() for m in config["modalities"]})
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+
+class _ShapesSpace(Space):
+    NAME: str
+
+    def __init__(self, weights_dir: str | Path | None = None) -> None:
+        super().__init__()
+        folder = Path(weights_dir) if weights_dir is not None else ASSETS / self.NAME
+        self.config, state = load_weights(folder, self.NAME)
+        self.model = ShapesModel(self.config)
+        self.model.load_state_dict(state)
+        self.model.eval()
+        self.spec = SpaceSpec(
+            name=self.NAME,
+            modalities=tuple(self.config["modalities"]),
+            dim=self.config["dim"],
+            normalized=True,
+            fingerprint=fingerprint_state_dict(state),
+        )
+
+    def to(self, device: str | torch.device) -> _ShapesSpace:
+        super().to(device)
+        self.model.to(self.device)
+        return self
+
+    def _prepare(self, modality: Modality, batch: Sequence[Any]) -> torch.Tensor:
+        """A batch of image or point cloud inputs as the tensor its tower takes."""
+        if modality is Modality.IMAGE:
+            items = [load_image(item, self.config["image"]["size"]) for item in batch]
+        else:
+            items = [prepare_cloud(item, self.config["point_cloud"]["n_points"]) for item in batch]
+        return torch.from_numpy(np.stack(items).astype(np.float32))
+
+    def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+        if modality is Modality.TEXT:
+            text = self.config["text"]
+            ids, offsets = tokenize_batch(batch, text["tokenizer"], text["buckets"])
+            return self.model.towers["text"](ids.to(self.device), offsets.to(self.device))
+        return self.model.towers[modality.value](self._prepare(modality, batch).to(self.device))
+
+
+class ShapesPointImageSpace(_ShapesSpace):
+    """ModelNet10 point clouds and their canonical 32x32 depth renders in one 64-d space (a ULIP stand-in)."""
+
+    NAME = "shapes-3d-image"
+
+
+class ShapesImageTextSpace(_ShapesSpace):
+    """Canonical 32x32 depth renders of shapes and OEWN furniture text in one 96-d space (a CLIP stand-in)."""
+
+    NAME = "shapes-image-text"
