@@ -213,14 +213,18 @@ def load_weights(folder: Path, name: str) -> tuple[dict, dict[str, torch.Tensor]
     return config, load_file(str(weights_path))
 
 
-class _DigitsSpace(Space):
+class SmallSpace(Space):
+    """A small space trained here: ``config.json`` + ``model.safetensors`` under ``spaces/assets/<NAME>/`` (or
+    ``weights_dir``), built as ``MODEL(config)``."""
+
     NAME: str
+    MODEL: Callable[[dict], nn.Module]
 
     def __init__(self, weights_dir: str | Path | None = None) -> None:
         super().__init__()
         folder = Path(weights_dir) if weights_dir is not None else ASSETS / self.NAME
         self.config, state = load_weights(folder, self.NAME)
-        self.model = DigitsModel(self.config)
+        self.model = self.MODEL(self.config)
         self.model.load_state_dict(state)
         self.model.eval()
         self.spec = SpaceSpec(
@@ -231,10 +235,14 @@ class _DigitsSpace(Space):
             fingerprint=fingerprint_state_dict(state),
         )
 
-    def to(self, device: str | torch.device) -> _DigitsSpace:
+    def to(self, device: str | torch.device) -> SmallSpace:
         super().to(device)
         self.model.to(self.device)
         return self
+
+
+class _DigitsSpace(SmallSpace):
+    MODEL = DigitsModel
 
     def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
         if modality is Modality.TEXT:

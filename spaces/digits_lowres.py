@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
+from spacegraph import Modality
 
-from .digits import ASSETS, ImageTower, load_weights
+from .digits import ImageTower, SmallSpace
 from .media import load_image
 
 LOWRES_SIDE = 8
@@ -167,30 +167,11 @@ class LowresModel(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
 
-class DigitsLowresSpace(Space):
+class DigitsLowresSpace(SmallSpace):
     """MNIST-like 28x28 digits (``image``) and sklearn-style 8x8 digits in 0..16 (``lowres_image``), 64-d."""
 
     NAME = "digits-image-lowres"
-
-    def __init__(self, weights_dir: str | Path | None = None) -> None:
-        super().__init__()
-        folder = Path(weights_dir) if weights_dir is not None else ASSETS / self.NAME
-        self.config, state = load_weights(folder, self.NAME)
-        self.model = LowresModel(self.config)
-        self.model.load_state_dict(state)
-        self.model.eval()
-        self.spec = SpaceSpec(
-            name=self.NAME,
-            modalities=tuple(self.config["modalities"]),
-            dim=self.config["dim"],
-            normalized=True,
-            fingerprint=fingerprint_state_dict(state),
-        )
-
-    def to(self, device: str | torch.device) -> DigitsLowresSpace:
-        super().to(device)
-        self.model.to(self.device)
-        return self
+    MODEL = LowresModel
 
     def _prepare(self, modality: Modality, item: Any) -> np.ndarray:
         if modality is Modality.IMAGE:

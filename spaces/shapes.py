@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
+from spacegraph import Modality
 
-from .digits import ImageTower, TextTower, load_weights, tokenize_batch
+from .digits import ImageTower, SmallSpace, TextTower, tokenize_batch
 from .media import load_image
 from .pointcloud_io import load_xyz
 from .shapes_data import normalize_cloud
@@ -71,28 +71,8 @@ class ShapesModel(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
 
-class _ShapesSpace(Space):
-    NAME: str
-
-    def __init__(self, weights_dir: str | Path | None = None) -> None:
-        super().__init__()
-        folder = Path(weights_dir) if weights_dir is not None else ASSETS / self.NAME
-        self.config, state = load_weights(folder, self.NAME)
-        self.model = ShapesModel(self.config)
-        self.model.load_state_dict(state)
-        self.model.eval()
-        self.spec = SpaceSpec(
-            name=self.NAME,
-            modalities=tuple(self.config["modalities"]),
-            dim=self.config["dim"],
-            normalized=True,
-            fingerprint=fingerprint_state_dict(state),
-        )
-
-    def to(self, device: str | torch.device) -> _ShapesSpace:
-        super().to(device)
-        self.model.to(self.device)
-        return self
+class _ShapesSpace(SmallSpace):
+    MODEL = ShapesModel
 
     def _prepare(self, modality: Modality, batch: Sequence[Any]) -> torch.Tensor:
         """A batch of image or point cloud inputs as the tensor its tower takes."""
