@@ -80,13 +80,21 @@ data below; `digit_texts.json` and `samples/` are derived from it.
 """
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(description: str, data_help: str) -> argparse.Namespace:
+    """The arguments every training script here takes: --data, --out, --seed."""
+    parser = argparse.ArgumentParser(description=description)
     default_data = os.environ.get("SPACEGRAPH_DATA", str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--data", type=Path, default=Path(default_data), help="folder holding fsdd/, mnist5k/, oewn/")
+    parser.add_argument("--data", type=Path, default=Path(default_data), help=data_help)
     parser.add_argument("--out", type=Path, default=REPO / "spaces" / "assets", help="assets folder to write")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
+
+
+def write_report(path: Path, report: dict) -> None:
+    """Write the training report atomically and print it."""
+    text = json.dumps(report, indent=2) + "\n"
+    write_text_atomic(path, text)
+    print(text)
 
 
 def multi_positive_clip_loss(
@@ -231,7 +239,7 @@ def train_and_evaluate(
 
 
 def main() -> None:
-    args = parse_args()
+    args = parse_args(__doc__.splitlines()[0], "folder holding fsdd/, mnist5k/, oewn/")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -257,9 +265,7 @@ def main() -> None:
         DigitsImageTextSpace, IMAGE_CONFIG, image_batches(mnist["train_images"]), image_split, rows, args.out, rng
     )
     report["total_seconds"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(report, indent=2) + "\n"
-    write_text_atomic(args.out / "training_report.json", text)
-    print(text)
+    write_report(args.out / "training_report.json", report)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,8 @@ to score).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,9 +27,8 @@ from spacegraph_spaces.digits_lowres import (
     downsample_8x8,
     load_sklearn_digits,
 )
-from train_digit_spaces import REPO, image_batches, multi_positive_clip_loss, save_space
+from train_digit_spaces import image_batches, multi_positive_clip_loss, parse_args, save_space, write_report
 
-from spacegraph._atomic import write_text_atomic
 from spacegraph._eval import retrieval_metrics
 
 CONFIG = {
@@ -47,15 +42,6 @@ CONFIG = {
 JITTER = {"rotation_deg": 12.0, "shear": 0.3, "zoom": 0.1, "thicken_p": 0.5}
 TRAIN = {"epochs": 60, "batch_size": 128, "lr": 3e-3}
 REPORT_NAME = "lowres_training_report.json"
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_data = os.environ.get("SPACEGRAPH_DATA", str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--data", type=Path, default=Path(default_data), help="folder holding mnist5k/")
-    parser.add_argument("--out", type=Path, default=REPO / "spaces" / "assets", help="assets folder to write")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args()
 
 
 def lowres_stats(images: np.ndarray) -> dict:
@@ -135,7 +121,7 @@ def evaluate(space: DigitsLowresSpace, test_images: np.ndarray, test_labels: np.
 
 
 def main() -> None:
-    args = parse_args()
+    args = parse_args(__doc__.splitlines()[0], "folder holding mnist5k/")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -148,9 +134,7 @@ def main() -> None:
     save_space(model, config, folder)
     metrics = evaluate(DigitsLowresSpace(folder), mnist["test_images"], mnist["test_labels"])
     report = {"seed": args.seed, "train_seconds": round(seconds, 1), **TRAIN, "jitter": JITTER, **metrics}
-    text = json.dumps(report, indent=2) + "\n"
-    write_text_atomic(args.out / REPORT_NAME, text)
-    print(text)
+    write_report(args.out / REPORT_NAME, report)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ ATTRIBUTION_SHAPES.md and shapes_training_report.json (measured on the test spli
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +21,7 @@ import torch
 from spacegraph_spaces import shapes_data
 from spacegraph_spaces.digits import tokenize_batch
 from spacegraph_spaces.shapes import ShapesImageTextSpace, ShapesModel, ShapesPointImageSpace
-from train_digit_spaces import multi_positive_clip_loss, save_space
+from train_digit_spaces import multi_positive_clip_loss, parse_args, save_space, write_report
 
 from spacegraph._atomic import write_text_atomic
 from spacegraph._eval import linear_probe_accuracy
@@ -64,15 +62,6 @@ data below; `shape_texts.json` is derived from it.
   `shape_texts.json` holds the members, definitions and examples of the ten ModelNet10 class synsets and phrases
   built from them.
 """
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_data = os.environ.get("SPACEGRAPH_DATA", str(REPO.parent / "shared" / "data"))
-    parser.add_argument("--data", type=Path, default=Path(default_data), help="folder holding modelnet10/, oewn/")
-    parser.add_argument("--out", type=Path, default=REPO / "spaces" / "assets", help="assets folder to write")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args()
 
 
 def augment(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -176,7 +165,7 @@ def evaluate_image_text(space: ShapesImageTextSpace, split: dict) -> dict:
 
 
 def main() -> None:
-    args = parse_args()
+    args = parse_args(__doc__.splitlines()[0], "folder holding modelnet10/, oewn/")
     torch.set_num_threads(min(2, torch.get_num_threads()))
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -197,9 +186,7 @@ def main() -> None:
     report["shapes-3d-image"].update(evaluate_point_image(ShapesPointImageSpace(args.out / "shapes-3d-image"), split))
     report["shapes-image-text"].update(evaluate_image_text(ShapesImageTextSpace(args.out / "shapes-image-text"), split))
     report["total_seconds"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(report, indent=2) + "\n"
-    write_text_atomic(args.out / "shapes_training_report.json", text)
-    print(text)
+    write_report(args.out / "shapes_training_report.json", report)
 
 
 if __name__ == "__main__":
