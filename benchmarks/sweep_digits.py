@@ -43,7 +43,7 @@ def main() -> None:
                 config = CMCRConfig(**{**digits.DEFAULT_CONFIG, name: value, "seed": seed})
                 fit = fit_heads(features.bridge_features(), config, show_progress_bar=False)
                 test = digits.score_heads(fit, features, data)["audio_to_image"]
-                runs.append((fit.quality["score"], test["R@1"], test["mAP"]))
+                runs.append((fit.quality["held_out_R@1"], test["R@1"], test["mAP"]))
             mean = np.mean(runs, axis=0)
             rows.append({"param": name, "value": value, "val_score": mean[0], "test_R@1": mean[1], "test_mAP": mean[2]})
             print(json.dumps(rows[-1]))

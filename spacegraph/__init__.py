@@ -14,6 +14,7 @@ from ._features import FeatureStore
 from ._graph import Plan, Route, SpaceGraph
 from ._joint import JointSpace
 from ._modality import Modality
+from ._probe import Probe
 from ._registry import (
     get_bridge_method,
     list_bridge_methods,
@@ -36,6 +37,7 @@ __all__ = [
     "Modality",
     "NoRouteError",
     "Plan",
+    "Probe",
     "Route",
     "Space",
     "SpaceGraph",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -72,6 +72,27 @@ class SpaceRef(BaseModel):
         return cls(name=spec.name, fingerprint=spec.fingerprint, dim=spec.dim, modalities=spec.modalities)
 
 
+QUALITY_IN_UNIT_RANGE = ("score", "estimate", "held_out_R@1")
+
+
+class Calibration(BaseModel):
+    """A route's quality measured on a labelled probe, and what it made of this bridge's quality."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    probe: str = Field(description="The probe's name.")
+    route: str = Field(description="The route measured (its repr).")
+    n_queries: int = Field(ge=1)
+    n_gallery: int = Field(ge=1)
+    route_measured: float = Field(ge=0, le=1, description="The route's mAP on the probe (both directions, mean).")
+    route_expected: float = Field(ge=0, le=1, description="The route's expected quality before calibration.")
+    value: float = Field(ge=0, le=1, description="This bridge's quality after calibration.")
+    rule: Literal["measured", "scaled"] = Field(
+        description="measured: the route had this bridge alone; scaled: the route's measured/expected ratio was "
+        "shared evenly (geometric) among its bridges."
+    )
+
+
 class BridgeCard(BaseModel):
     """Everything needed to rebuild, check and rank a bridge."""
 
@@ -91,7 +112,22 @@ class BridgeCard(BaseModel):
     heads: dict[str, HeadSpec]
     training: dict[str, Any] = Field(default_factory=dict)
     data: dict[str, int] = Field(default_factory=dict, description="Row counts of the features it was trained on.")
-    quality: dict[str, float] = Field(default_factory=dict, description="Measured on held-out overlap data.")
+    quality: dict[str, float] = Field(
+        default_factory=dict,
+        description="estimate: the label-free predicted retrieval mAP (spacegraph._quality); held_out_R@1: "
+        "item-level matching of held-out overlap data; score: a quality given by hand (it overrides the estimate).",
+    )
+    calibration: Calibration | None = Field(None, description="Set by SpaceGraph.evaluate(..., calibrate=True).")
+
+    @field_validator("quality")
+    @classmethod
+    def _finite_quality(cls, quality: dict[str, float]) -> dict[str, float]:
+        for key, value in quality.items():
+            if not math.isfinite(value):
+                raise ValueError(f"quality[{key!r}] is {value}: quality values must be finite")
+            if key in QUALITY_IN_UNIT_RANGE and not 0 <= value <= 1:
+                raise ValueError(f"quality[{key!r}] is {value}: it is a retrieval quality, accepted in [0, 1]")
+        return quality
 
     @property
     def out_dim(self) -> int:
@@ -116,8 +152,23 @@ class BridgeCard(BaseModel):
 
     @property
     def score(self) -> float:
-        """The planner's quality in (0, 1]: the held-out retrieval score, or 1 where none was measured."""
-        return float(self.quality.get("score", 1.0))
+        """The planner's quality in [0, 1], from the best source there is (see :attr:`score_source`)."""
+        if self.calibration is not None:
+            return self.calibration.value
+        for key in ("score", "estimate"):
+            if key in self.quality:
+                return float(self.quality[key])
+        return 1.0
+
+    @property
+    def score_source(self) -> str:
+        """Where :attr:`score` comes from, first found: a labelled probe, a score given by hand, the label-free
+        estimate, or nothing (unmeasured bridges, such as imported checkpoints, count as 1.0)."""
+        if self.calibration is not None:
+            return f"probe {self.calibration.probe!r}"
+        if "score" in self.quality:
+            return "given"
+        return "label-free estimate" if "estimate" in self.quality else "unmeasured"
 
     @property
     def cost(self) -> float:

@@ -9,10 +9,13 @@ again, and chains of extend bridges, are multi-hop routes with no other data mod
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
+import operator
 import os
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +27,20 @@ from ._errors import NoRouteError, UnknownNameError
 from ._features import FeatureStore
 from ._joint import JointSpace
 from ._modality import Modality, as_modality
+from ._probe import Probe, measure
+from ._probe import calibrate as calibrate_bridges
 from ._registry import get_bridge_method
 from ._space import Space, SpaceSpec
 
 logger = logging.getLogger(__name__)
+
+Costs = dict[str, dict[str, float]]  # node -> {neighbour: cost of the cheapest head edge between them}
+Label = tuple[float, int, str]  # (cost, heads, name that breaks ties), least first in tuple order
+Found = tuple[float, int, str, str]  # a search's label at a node, then the node
+Via = dict[str, "str | None"]  # node -> the neighbour a search reached it by (None at a start)
+LegWalk = tuple[Via, str, bool]  # (a search's via, the node to walk from, whether the walk runs along the leg)
+Triple = tuple[str, str, str]  # (common node, entry of a, entry of b)
+Candidate = tuple[tuple[float, int, str, str, str], LegWalk, LegWalk]  # ((cost, heads, *triple), a's leg, b's leg)
 
 
 @dataclass(frozen=True)
@@ -79,10 +92,13 @@ class Route:
         return math.exp(-self.cost)
 
     def describe(self) -> str:
-        bridges = ", ".join(f"{b.name!r} ({b.card.kind}, quality {b.card.score:.3f})" for b in self.bridges)
+        bridges = ", ".join(
+            f"{b.name!r} ({b.card.kind}, quality {b.card.score:.3f}, {b.card.score_source})" for b in self.bridges
+        )
+        a, b = (f"{leg.modality.value} (encoded by {leg.space.name!r})" for leg in (self.source, self.target))
         return (
-            f"{self.source.modality.value} and {self.target.modality.value} meet in {self.common_space!r} after "
-            f"{self.hops} head(s); bridges: {bridges or 'none'}; expected quality {self.expected_quality:.3f}"
+            f"{a} and {b} meet in {self.common_space!r} after {self.hops} head(s); "
+            f"bridges: {bridges or 'none'}; expected quality {self.expected_quality:.3f}"
         )
 
     def leg(self, modality: str | Modality) -> Leg:
@@ -108,10 +124,105 @@ class Route:
         return a @ b.T
 
     def __repr__(self) -> str:
-        def show(leg: Leg) -> str:
-            return f"{leg.modality.value}: " + " -> ".join(leg.path)
+        def show(leg: Leg) -> str:  # the entry as "space:modality", the form connect() takes to pin it
+            return " -> ".join([f"{leg.space.name}:{leg.modality.value}", *leg.path[1:]])
 
         return f"Route({show(self.source)} | {show(self.target)}; cost={self.cost:.3f})"
+
+
+def _rank(route: Route) -> tuple[float, int, str, str, str]:
+    """Best first: cheapest, then fewest heads, then by name (common space, then entry spaces)."""
+    return round(route.cost, 9), route.hops, route.common_space, route.source.space.name, route.target.space.name
+
+
+@dataclass(frozen=True)
+class _End:
+    """One end of a route: its modality and the spaces that may encode it (only the pinned one, if any)."""
+
+    modality: Modality
+    entries: list[str]
+    pinned: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.pinned}:{self.modality.value}" if self.pinned else self.modality.value
+
+
+def _parse_end(end: str | Modality, pinned: str | None, role: str) -> tuple[Modality, str | None]:
+    """The modality of ``end`` and the space pinned to encode it, by ``"space:modality"`` or by keyword."""
+    named, _, modality = str(end).rpartition(":")
+    if named and pinned is not None and named != pinned:
+        raise ValueError(f"{end!r} pins {named!r} but {role}={pinned!r}; name the {role} space once, either way")
+    return as_modality(modality), named or pinned
+
+
+def _search(
+    costs: Costs, starts: dict[str, Label], *, stop: Iterable[str] = (), within: Container[str] | None = None
+) -> tuple[dict[str, Found], Via]:
+    """Dijkstra from all ``starts`` at once, each with its own initial label. An edge adds its cost and one head and
+    keeps the name, so each node gets the least ``(cost, heads, name)`` over all starts. Any real initial cost works
+    (edge costs are >= 0; a constant added to every start changes nothing). ``within`` bounds the nodes visited;
+    with ``stop``, the search ends once those nodes are settled, and only their labels are final."""
+    heap = [(*label, node) for node, label in starts.items()]
+    best = {found[3]: found for found in heap}
+    via: Via = dict.fromkeys(starts)
+    heapq.heapify(heap)
+    pop, push = heapq.heappop, heapq.heappush
+    waiting = set(stop)
+    while heap:
+        found = pop(heap)
+        cost, heads, name, node = found
+        if best[node] is not found:  # superseded by a better label, already settled
+            continue
+        if node in waiting:
+            waiting.remove(node)
+            if not waiting:
+                break
+        heads += 1
+        for nxt, weight in costs[node].items():
+            if within is not None and nxt not in within:
+                continue
+            label = (cost + weight, heads, name, nxt)
+            if nxt not in best or label < best[nxt]:  # never true for a settled node: it is <= all popped since
+                best[nxt] = label
+                via[nxt] = node
+                push(heap, label)
+    return best, via
+
+
+@dataclass(frozen=True)
+class _Index:
+    """What planning reads of the graph, built once per state of it: spaces and bridges are only ever added, and an
+    edge's cost is set when its bridge is added."""
+
+    forward: Costs  # u -> {v: cost of the cheapest head edge u -> v}
+    backward: Costs  # v -> {u: the same}
+    joints: dict[str, Bridge]  # joint node -> its bridge, whose cost a plan reads when it plans (as _shared_cost)
+    entries: dict[Modality, list[str]]  # modality -> the spaces that embed it, in the order they were added
+
+
+def _walk(leg: LegWalk) -> list[str]:
+    """A leg's path: follow ``via`` from the node, back to the entry of a forward search (then reverse), or on to
+    the common node of a backward one."""
+    via, node, along = leg
+    path = [node]
+    while (node := via[node]) is not None:
+        path.append(node)
+    return path if along else path[::-1]
+
+
+def _keep(candidates: dict[Triple, Candidate], firsts: Iterable[Triple], max_routes: int) -> list[Candidate]:
+    """What a plan keeps (see :meth:`SpaceGraph.plan`): the best; each entry space's best, if all of them fit;
+    the best of the rest in the room left."""
+    if not candidates:
+        return []
+    by_key = operator.itemgetter(0)
+    best = min(candidates.values(), key=by_key)
+    kept = {best[0][2:]: best, **{triple: candidates[triple] for triple in firsts}}
+    if len(kept) > max_routes:
+        return heapq.nsmallest(max_routes, candidates.values(), key=by_key)
+    rest = (candidate for triple, candidate in candidates.items() if triple not in kept)
+    return [*kept.values(), *heapq.nsmallest(max_routes - len(kept), rest, key=by_key)]
 
 
 @dataclass
@@ -126,13 +237,46 @@ class Plan:
     def chosen(self) -> Route:
         return self.routes[0]
 
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per candidate, best first: its entry spaces, meeting node, expected quality and bridges."""
+        return [
+            {
+                "rank": rank,
+                "expected_quality": route.expected_quality,
+                "source_space": route.source.space.name,
+                "target_space": route.target.space.name,
+                "meets_in": route.common_space,
+                "hops": route.hops,
+                "bridges": [(b.name, b.card.kind, b.card.score, b.card.score_source) for b in route.bridges],
+            }
+            for rank, route in enumerate(self.routes, start=1)
+        ]
+
     def explain(self) -> str:
-        lines = [f"chosen: {self.chosen.describe()}"]
-        for other in self.routes[1:]:
-            weakest = min(other.bridges, key=lambda b: b.card.score, default=None)
-            why = f"; its weakest bridge is {weakest.name!r} ({weakest.card.score:.3f})" if weakest else ""
-            lines.append(f"passed over: {other.describe()}{why}")
-        return "\n".join(lines)
+        """The candidates as a table, each bridge with its quality and where that number comes from, and why the
+        first was chosen. A route's expected quality is the product of its distinct bridges' qualities."""
+        lines = [
+            f"{self.source.value} -> {self.target.value}: {len(self.routes)} candidate route(s), best first; "
+            "expected = product of the qualities of the bridges used",
+            f"{'#':>2}  {'expected':>8}  {'encode ' + self.source.value + ' with':24} "
+            f"{'encode ' + self.target.value + ' with':24} {'hops':>4}  meets in",
+        ]
+        for row in self.rows():
+            lines.append(
+                f"{row['rank']:>2}  {row['expected_quality']:8.3f}  {row['source_space']:24} {row['target_space']:24} "
+                f"{row['hops']:>4}  {row['meets_in']}"
+            )
+            lines += [f"{'':14}bridge {n!r} ({kind}): {q:.3f}, {src}" for n, kind, q, src in row["bridges"]]
+        return "\n".join([*lines, self._verdict()])
+
+    def _verdict(self) -> str:
+        chosen = f"chosen: #1, expected quality {self.chosen.expected_quality:.3f}"
+        if len(self.routes) == 1:
+            return chosen + " (the only candidate)"
+        runner_up = self.routes[1]
+        weakest = min(runner_up.bridges, key=lambda b: b.card.score, default=None)
+        why = f"; its weakest bridge is {weakest.name!r} at {weakest.card.score:.3f}" if weakest else ""
+        return f"{chosen}, ahead of #2 at {runner_up.expected_quality:.3f}{why}"
 
 
 class SpaceGraph:
@@ -211,6 +355,17 @@ class SpaceGraph:
         )
         return self.add_bridge(bridge)
 
+    def evaluate(self, route: Route, probe: Probe, *, calibrate: bool = False) -> dict[str, Any]:
+        """Measure ``route`` on a small labelled :class:`Probe` (retrieval mAP both ways, and the route's expected
+        quality beside it). With ``calibrate=True`` the measured value replaces or scales the quality of the
+        route's bridges (recorded on their cards with the probe's name) and the planner uses it from then on."""
+        result = measure(route, probe)
+        if calibrate:
+            calibrate_bridges(route, probe, result["mAP"])
+            for _, _, edge in self._graph.edges(data=True):
+                edge["cost"] = edge["bridge"].card.cost
+        return result
+
     # -- looking ----------------------------------------------------------------------------------------------
     def space(self, name: str) -> Space:
         """A space or a joint space (a :class:`JointSpace`) by name."""
@@ -245,15 +400,104 @@ class SpaceGraph:
 
     # -- routing ----------------------------------------------------------------------------------------------
     def _entries(self, modality: Modality) -> list[str]:
-        entries = [space.name for space in self.spaces if modality in space.modalities]
+        entries = list(self._index().entries.get(modality, ()))
         if not entries:
             have = ", ".join(m.value for m in self.modalities) or "(none)"
             raise NoRouteError(f"no space in the graph embeds {modality.value!r}; the graph's modalities: {have}")
         return entries
 
-    def _reach(self, modality: Modality) -> tuple[dict[str, float], dict[str, list[str]]]:
-        """Cost and cheapest path to every node reachable from any space that embeds ``modality``."""
-        return nx.multi_source_dijkstra(self._graph, self._entries(modality), weight="cost")
+    def _end(self, end: str | Modality, pinned: str | None, role: str) -> _End:
+        """Check a pin (``source=``/``target=``, or ``"space:modality"``) against the spaces that embed its modality."""
+        modality, pinned = _parse_end(end, pinned, role)
+        entries = self._entries(modality)
+        if pinned is None or pinned in entries:
+            return _End(modality, entries if pinned is None else [pinned], pinned)
+        accepted = f"spaces that embed {modality.value!r}: {', '.join(entries)}"
+        if pinned not in self._graph:
+            raise UnknownNameError(f"no space named {pinned!r} (the {role} space); {accepted}")
+        if self._graph.nodes[pinned]["joint"]:
+            raise ValueError(f"{pinned!r} is a joint space; the {role} space must be added with add_space; {accepted}")
+        have = ", ".join(m.value for m in self.space(pinned).modalities)
+        raise ValueError(f"space {pinned!r} does not embed {modality.value!r}; it embeds: {have}; {accepted}")
+
+    def _reach(self, entries: list[str]) -> tuple[dict[str, float], dict[str, list[str]]]:
+        """Cost and cheapest path to every node reachable from any of ``entries``."""
+        return nx.multi_source_dijkstra(self._graph, entries, weight="cost")
+
+    def _index(self) -> _Index:
+        """The graph as planning reads it, rebuilt when a space or bridge was added since the last plan."""
+        state = (len(self._graph), len(self._bridges))
+        cached = getattr(self, "_index_cache", None)
+        if cached is None or cached[0] != state:
+            forward: Costs = {
+                u: {v: min(edge["cost"] for edge in keyed.values()) for v, keyed in nbrs.items()}
+                for u, nbrs in self._graph.adjacency()
+            }
+            backward: Costs = {node: {} for node in forward}
+            for u, nbrs in forward.items():
+                for v, cost in nbrs.items():
+                    backward[v][u] = cost
+            joints, entries = {}, defaultdict(list)
+            for node, data in self._graph.nodes(data=True):
+                if data["joint"]:
+                    joints[node] = data["space"].bridge
+                else:
+                    for modality in data["space"].modalities:
+                        entries[modality].append(node)
+            cached = self._index_cache = (state, _Index(forward, backward, joints, dict(entries)))
+        return cached[1]
+
+    def _shared_cost(self, node: str) -> float:
+        """Both legs into a joint node end with one head each of the same bridge: that bridge counts once."""
+        data = self._graph.nodes[node]
+        return data["space"].bridge.card.cost if data["joint"] else 0.0
+
+    def _meetings(self, entries_a: list[str], entries_b: list[str]) -> tuple[dict[Triple, Candidate], list[Triple]]:
+        """The candidates of :meth:`plan` by ``(common node, entry of a, entry of b)``, and the triples of each entry
+        space's best. At most four searches, whatever the number of entries: forwards from all of a's entries at once
+        and from all of b's (each node's cheapest leg from either side, and the entry it starts from); then, for each
+        side with more than one entry, backwards over the nodes that side reaches, from every common node at once,
+        each starting at the other side's leg cost there less the shared bridge: that gives every entry its cheapest
+        whole route (and the node where it meets the other side). Keys are ``(cost, heads, *triple)``, the cost by
+        the shared-joint rule of :meth:`_shared_cost`, least first; ties go to fewer heads, then to names."""
+        index = self._index()
+        reach_a = _search(index.forward, {entry: (0.0, 0, entry) for entry in entries_a})
+        reach_b = _search(index.forward, {entry: (0.0, 0, entry) for entry in entries_b})
+        (found_a, via_a), (found_b, via_b) = reach_a, reach_b
+        candidates: dict[Triple, Candidate] = {}
+        starts_a: dict[str, Label] = {}  # the backward search for a's entries starts at each common node, so does b's
+        starts_b: dict[str, Label] = {}
+        for node in found_a.keys() & found_b.keys():  # each common node's cheapest meeting
+            cost_a, heads_a, entry_a, _ = found_a[node]
+            cost_b, heads_b, entry_b, _ = found_b[node]
+            shared = index.joints[node].card.cost if node in index.joints else 0.0  # as _shared_cost
+            key = (round(cost_a + cost_b - shared, 9), heads_a + heads_b, node, entry_a, entry_b)
+            candidates[node, entry_a, entry_b] = key, (via_a, node, False), (via_b, node, False)
+            starts_a[node] = (cost_b - shared, heads_b, node)  # may be < 0 (an extend edge into a joint node): fine
+            starts_b[node] = (cost_a - shared, heads_a, node)
+        firsts: list[Triple] = []
+        for side, entries, starts, (found, _), (other_found, other_via) in (
+            (0, entries_a, starts_a, reach_a, reach_b),
+            (1, entries_b, starts_b, reach_b, reach_a),
+        ):
+            if len(entries) == 1:  # one entry (a pin): its best is the best of all, which is always kept
+                continue
+            best, back = _search(index.backward, starts, stop=entries, within=found)
+            for entry in entries:
+                if entry not in best:  # it reaches nothing the other side reaches
+                    continue
+                cost, heads, node, _ = best[entry]
+                other = other_found[node][2]
+                own, theirs = (back, entry, True), (other_via, node, False)
+                if side == 0:
+                    triple, legs = (node, entry, other), (own, theirs)
+                else:
+                    triple, legs = (node, other, entry), (theirs, own)
+                key = (round(cost, 9), heads, *triple)
+                if triple not in candidates or key < candidates[triple][0]:
+                    candidates[triple] = (key, *legs)
+                firsts.append(triple)
+        return candidates, firsts
 
     def leg(self, modality: str | Modality, path: list[str]) -> Leg:
         """The leg that embeds ``modality`` in ``path[0]`` and follows head edges along ``path``."""
@@ -269,55 +513,92 @@ class SpaceGraph:
             steps.append((edge["bridge"], u))
         return Leg(modality, self.space(path[0]), tuple(steps))
 
-    def plan(self, a: str | Modality, b: str | Modality, *, max_routes: int = 5) -> Plan:
-        """The candidate routes between ``a`` and ``b`` (one per common node, cheapest legs), best first."""
-        a, b = as_modality(a), as_modality(b)
-        (cost_a, paths_a), (cost_b, paths_b) = self._reach(a), self._reach(b)
+    def plan(
+        self,
+        a: str | Modality,
+        b: str | Modality,
+        *,
+        source: str | None = None,
+        target: str | None = None,
+        max_routes: int = 10,
+    ) -> Plan:
+        """The candidate routes between ``a`` and ``b``, best first (cheapest, then fewest heads, then names).
 
-        def total(node: str) -> float:
-            # Both legs into a joint node end with one head each of the same bridge: count that bridge once.
-            shared = self._graph.nodes[node]["space"].bridge.card.cost if self._graph.nodes[node]["joint"] else 0.0
-            return cost_a[node] + cost_b[node] - shared
+        Each candidate takes the cheapest legs from its entry spaces into its common node. The candidates: for
+        every node reached from both sides, the cheapest route meeting there; for every entry space of ``a`` (a
+        space that encodes ``a``), its cheapest route to any entry space of ``b``; for every entry space of ``b``,
+        its cheapest from any of ``a``. A bridge whose joint space both legs end in counts once. ``source`` /
+        ``target`` (or ``a`` / ``b`` written ``"space:modality"``) pin the space that encodes that end: it is then
+        the only entry space on its side.
 
-        common = sorted(cost_a.keys() & cost_b.keys(), key=lambda n: (round(total(n), 9), n))
-        routes = [Route(self._leg(a, paths_a[n]), self._leg(b, paths_b[n])) for n in common[:max_routes]]
-        return Plan(a, b, sorted(routes, key=lambda r: (round(r.cost, 9), r.hops, r.common_space)))
+        ``max_routes`` bounds the list. The best route (least cost, then fewest heads, then names) is always kept. If
+        every entry space's cheapest route fits as well, all of them are kept, and the best of the others fill the
+        room left; if not, the ``max_routes`` best are kept."""
+        if max_routes < 1:
+            raise ValueError(f"max_routes must be >= 1, got {max_routes}")
+        a_end, b_end = self._end(a, source, "source"), self._end(b, target, "target")
+        a, b = a_end.modality, b_end.modality
+        kept = _keep(*self._meetings(a_end.entries, b_end.entries), max_routes)
+        routes = [Route(self._leg(a, _walk(leg_a)), self._leg(b, _walk(leg_b))) for _, leg_a, leg_b in kept]
+        return Plan(a, b, sorted(routes, key=_rank))
 
-    def routes(self, a: str | Modality, b: str | Modality) -> list[Route]:
-        return self.plan(a, b).routes
+    def routes(
+        self, a: str | Modality, b: str | Modality, *, source: str | None = None, target: str | None = None
+    ) -> list[Route]:
+        return self.plan(a, b, source=source, target=target).routes
 
-    def connect(self, a: str | Modality, b: str | Modality, *, train_missing: bool = False, **train: Any) -> Route:
-        """The best route embedding modalities ``a`` and ``b`` into one space. With ``train_missing=True``, a
-        missing bridge is trained first from data registered with :meth:`add_data` (see :meth:`train_missing`)."""
-        plan = self.plan(a, b)
+    def connect(
+        self,
+        a: str | Modality,
+        b: str | Modality,
+        *,
+        source: str | None = None,
+        target: str | None = None,
+        train_missing: bool = False,
+        **train: Any,
+    ) -> Route:
+        """The best route embedding modalities ``a`` and ``b`` into one space. ``source`` / ``target`` (or
+        ``"space:modality"``, e.g. ``connect("minilm:text", "image")``) pin the space that encodes ``a`` / ``b``.
+        With ``train_missing=True``, a missing bridge is trained first from data registered with :meth:`add_data`
+        (see :meth:`train_missing`)."""
+        plan = self.plan(a, b, source=source, target=target)
         if not plan.routes and train_missing:
-            self.train_missing(a, b, **train)
-            plan = self.plan(a, b)
+            self.train_missing(a, b, source=source, target=target, **train)
+            plan = self.plan(a, b, source=source, target=target)
         if not plan.routes:
+            a_end, b_end = self._end(a, source, "source"), self._end(b, target, "target")
             raise NoRouteError(
-                f"no chain of bridges joins {as_modality(a).value!r} and {as_modality(b).value!r}. "
+                f"no chain of bridges joins {a_end.label!r} and {b_end.label!r}. "
                 f"Connected parts of the graph: {self._components()}. Train or add a bridge between them "
                 "(or register data with add_data and pass train_missing=True)."
             )
         return plan.chosen
 
     def train_missing(
-        self, a: str | Modality, b: str | Modality, *, config: Any = None, show_progress_bar: bool = True
+        self,
+        a: str | Modality,
+        b: str | Modality,
+        *,
+        source: str | None = None,
+        target: str | None = None,
+        config: Any = None,
+        show_progress_bar: bool = True,
     ) -> Bridge:
-        """Train the one connect bridge that joins what ``a`` reaches with what ``b`` reaches, through a modality
-        both sides have and whose data was registered; memories of the other modalities are used where
-        registered (otherwise the bridge trains on native pairs only)."""
+        """Train the one connect bridge that joins what ``a`` reaches with what ``b`` reaches (from the pinned
+        spaces only, where pinned as in :meth:`connect`), through a modality both sides have and whose data was
+        registered; memories of the other modalities are used where registered (otherwise the bridge trains on
+        native pairs only)."""
         if self.store is None:
             raise ValueError("train_missing needs a feature cache: SpaceGraph(..., store=FeatureStore(folder))")
-        x, y, via = self._missing_link(as_modality(a), as_modality(b))
+        x, y, via = self._missing_link(self._end(a, source, "source"), self._end(b, target, "target"))
         features = self._link_features(x, y, via)
         overrides = {"kind": "connect", "use_memory": features.memory_x is not None and features.memory_y is not None}
         config = {**(config or {}), **overrides}
         logger.info("training the missing bridge %s <-%s-> %s", x, via.value, y)
         return self.train_bridge(x, y, via=via, features=features, config=config, show_progress_bar=show_progress_bar)
 
-    def _missing_link(self, a: Modality, b: Modality) -> tuple[str, str, Modality]:
-        (_, paths_a), (_, paths_b) = self._reach(a), self._reach(b)
+    def _missing_link(self, a: _End, b: _End) -> tuple[str, str, Modality]:
+        (_, paths_a), (_, paths_b) = self._reach(a.entries), self._reach(b.entries)
         candidates = [
             (len(paths_a[x]) + len(paths_b[y]), x, y, m)
             for x in paths_a
@@ -329,8 +610,8 @@ class SpaceGraph:
         if not candidates:
             registered = ", ".join(m.value for m in self._data) or "none"
             raise NoRouteError(
-                f"no bridge can be trained to join {a.value!r} and {b.value!r}: register (add_data) data of a "
-                f"modality shared by a space {a.value!r} reaches and one {b.value!r} reaches; registered: {registered}"
+                f"no bridge can be trained to join {a.label!r} and {b.label!r}: register (add_data) data of a "
+                f"modality shared by a space {a.label!r} reaches and one {b.label!r} reaches; registered: {registered}"
             )
         _, x, y, via = min(candidates, key=lambda c: (c[0], c[1], c[2], c[3].value))
         return x, y, via

@@ -1,4 +1,4 @@
-"""The ``spacegraph`` command: ``demo``, ``bench digits``, ``list``."""
+"""The ``spacegraph`` command: ``demo``, ``bench digits|multihop|modelnet10|hard|quality``, ``list``."""
 
 from __future__ import annotations
 
@@ -37,8 +37,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     bench = importlib.import_module(f"spacegraph.bench.{args.name}")
-    options = {"config": {"seed": args.seed}, "progress": not args.quiet}
-    if args.name == "digits":
+    options = {"progress": not args.quiet}
+    if args.name == "hard":
+        options["seeds"] = tuple(args.seed + offset for offset in range(3))
+    elif args.name != "quality":
+        options["config"] = {"seed": args.seed}
+    if args.name in ("digits", "hard"):
         options["ablations"] = not args.no_ablations
     record = bench.bench(args.data, args.out or f"runs/bench-{args.name}", **options)
     print(bench.summary(record))
@@ -67,12 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     bench = sub.add_parser("bench", help="benchmarks on the real data")
-    bench.add_argument("name", choices=["digits", "multihop", "modelnet10"])
+    bench.add_argument("name", choices=["digits", "multihop", "modelnet10", "hard", "quality"])
     bench.add_argument("--data", default=DEFAULT_DATA, help="folder holding fsdd/, mnist5k/, oewn/")
     bench.add_argument("--json", help="write the record here")
     bench.add_argument("--out", help="folder for cached features and bridges (default runs/bench-NAME)")
-    bench.add_argument("--seed", type=int, default=0, help="seed of every training run")
-    bench.add_argument("--no-ablations", action="store_true", help="digits: skip the ablations")
+    bench.add_argument(
+        "--seed", type=int, default=0, help="seed of every training run (hard: runs seeds N, N+1 and N+2)"
+    )
+    bench.add_argument("--no-ablations", action="store_true", help="digits, hard: skip the ablations")
     bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(run=_bench)
 

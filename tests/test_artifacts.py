@@ -30,7 +30,7 @@ def test_card_is_json_with_versions_and_fingerprints(toy_spaces, tmp_path):
     card = json.loads((make_bridge(x, y).save(tmp_path / "b") / "bridge.json").read_text())
     assert card["format_version"] == 1 and card["library_version"] == sg.__version__
     assert [s["fingerprint"] for s in card["spaces"]] == [x.spec.fingerprint, y.spec.fingerprint]
-    assert card["overlap"] == "text" and "score" in card["quality"] and card["training"]["steps"] == 5
+    assert card["overlap"] == "text" and "estimate" in card["quality"] and card["training"]["steps"] == 5
 
 
 def test_a_failed_save_leaves_nothing_and_keeps_the_old_bridge(toy_spaces, tmp_path, monkeypatch):

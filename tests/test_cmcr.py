@@ -97,7 +97,7 @@ def test_training_is_repeatable_and_learns_the_connection():
     for a, b in zip(first.head_x.state_dict().values(), second.head_x.state_dict().values()):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
     assert first.quality == second.quality
-    assert first.quality["score"] > 0.5  # chance on 40 held-out items is 0.025
+    assert first.quality["held_out_R@1"] > 0.5  # chance on 40 held-out items is 0.025
     assert first.history[-1]["total"] < first.history[0]["total"]
 
 
@@ -112,7 +112,7 @@ def test_method_builds_a_card_with_spaces_config_and_quality(toy_spaces):
     assert card.spaces[0].fingerprint == x.spec.fingerprint
     assert card.overlap == sg.Modality.TEXT
     assert card.training["steps"] == 5 and card.data == {"overlap": 60, "memory_x": 30, "memory_y": 30}
-    assert 0 <= card.quality["score"] <= 1 and card.quality["n_val"] == 6
+    assert 0 <= card.quality["held_out_R@1"] <= 1 and card.quality["n_val"] == 6
     assert set(card.modalities) == {sg.Modality.AUDIO, sg.Modality.TEXT, sg.Modality.IMAGE}
 
 

@@ -108,7 +108,9 @@ def test_planner_avoids_a_weakened_bridge_and_says_why(three):
     plan = graph.plan("audio", "image")
     assert [r.common_space for r in plan.routes] == ["a", "ti"]
     assert plan.chosen.expected_quality == pytest.approx(0.9)
-    assert "passed over" in plan.explain() and "'weak' (0.050)" in plan.explain()
+    explained = plan.explain()
+    assert "bridge 'weak' (extend): 0.050, given" in explained
+    assert "ahead of #2 at 0.050; its weakest bridge is 'weak' at 0.050" in explained
 
 
 def test_cycles_do_not_trap_the_planner(three):

@@ -1,0 +1,144 @@
+"""A label-free estimate of a bridge's cross-modal retrieval quality.
+
+A bridge between X {A, B} and Y {B, C} is meant to make A items retrieve C items of the same meaning. Without
+labels, "meaning" is read through the overlap modality B, which both spaces embed natively: the overlap items
+that the memories actually sit near are clustered (on both spaces' embeddings of them at once), each A memory
+item takes the cluster of its nearest centroid in X and each C memory item that of its nearest centroid in Y.
+The estimate is the mean average precision of A -> C and C -> A retrieval through the bridge, with these
+clusters as relevance: a predicted retrieval mAP in [0, 1], measured on the bridge's own memories.
+
+The number of clusters is chosen from the data (the best cosine silhouette of the overlap items), so the
+estimate needs no setting and bridges trained on different data are scored the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ._eval import retrieval_metrics
+
+Projection = Callable[[torch.Tensor], torch.Tensor]
+CLUSTER_COUNTS = (4, 6, 8, 10, 12, 16, 20, 24, 32)
+SILHOUETTE_ROWS = 1500
+
+
+def spherical_kmeans(x: torch.Tensor, k: int, *, seed: int = 0, iters: int = 25) -> torch.Tensor:
+    """Cluster unit rows by cosine (k-means++ seeding); returns each row's cluster index."""
+    generator = torch.Generator().manual_seed(seed)
+    centroids = x[torch.randint(len(x), (1,), generator=generator)]
+    for _ in range(1, k):
+        distance = (1 - (x @ centroids.T).amax(dim=1)).clamp(min=0)
+        pick = torch.multinomial(distance + 1e-12, 1, generator=generator)
+        centroids = torch.cat([centroids, x[pick]])
+    for _ in range(iters):
+        assign = (x @ centroids.T).argmax(dim=1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        centroids = torch.where(sums.norm(dim=1, keepdim=True) > 0, F.normalize(sums, dim=1), centroids)
+    return (x @ centroids.T).argmax(dim=1)
+
+
+def cosine_silhouette(x: torch.Tensor, assign: torch.Tensor, distance: torch.Tensor | None = None) -> float:
+    """Mean silhouette of a clustering of unit rows under cosine distance (``distance``: ``1 - x @ x.T``, if
+    already at hand)."""
+    k = int(assign.max()) + 1
+    distance = 1 - x @ x.T if distance is None else distance
+    one_hot = F.one_hot(assign, k).float()
+    sizes = one_hot.sum(dim=0)
+    mean_to = distance @ one_hot  # [n, k] summed distance to each cluster
+    own = sizes[assign]
+    a = mean_to.gather(1, assign[:, None]).squeeze(1) / (own - 1).clamp(min=1)
+    mean_to = mean_to / sizes.clamp(min=1)
+    mean_to[torch.arange(len(x)), assign] = float("inf")
+    mean_to[:, sizes == 0] = float("inf")
+    b = mean_to.amin(dim=1)
+    s = (b - a) / torch.maximum(a, b).clamp(min=1e-12)
+    return float(torch.where(own > 1, s, torch.zeros_like(s)).mean())
+
+
+def _subsample(x: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    return x if len(x) <= n else x[torch.randperm(len(x), generator=generator)[:n]]
+
+
+def _centroids(x: torch.Tensor, assign: torch.Tensor, k: int) -> torch.Tensor:
+    return F.normalize(torch.zeros(k, x.shape[1]).index_add_(0, assign, x), dim=1)
+
+
+def _best_clustering(
+    x: torch.Tensor, k: int, restarts: int, seed: int, sample: torch.Tensor, distance: torch.Tensor
+) -> tuple[float, torch.Tensor]:
+    """The k-means run (of ``restarts``) with the best silhouette, and that silhouette (measured on the rows
+    ``sample``, whose distances are ``distance``)."""
+    runs = [spherical_kmeans(x, k, seed=seed + r) for r in range(restarts)]
+    scored = [(cosine_silhouette(x[sample], assign[sample], distance) if k > 1 else 0.0, assign) for assign in runs]
+    return max(scored, key=lambda pair: pair[0])
+
+
+class PseudoLabels:
+    """Meaning classes of two memories, read through the overlap items near them."""
+
+    def __init__(
+        self,
+        overlap_x: torch.Tensor,
+        overlap_y: torch.Tensor,
+        memory_x: torch.Tensor,
+        memory_y: torch.Tensor,
+        *,
+        cluster_counts: Sequence[int] = CLUSTER_COUNTS,
+        restarts: int = 4,
+        seed: int = 0,
+    ) -> None:
+        bx, by = F.normalize(overlap_x.float(), dim=1), F.normalize(overlap_y.float(), dim=1)
+        mx, my = F.normalize(memory_x.float(), dim=1), F.normalize(memory_y.float(), dim=1)
+        # Only the overlap items some memory item is nearest to: off-topic overlap data does not shape the classes.
+        near = torch.unique(torch.cat([(mx @ bx.T).argmax(dim=1), (my @ by.T).argmax(dim=1)]))
+        joint = F.normalize(torch.cat([bx[near], by[near]], dim=1), dim=1)
+        candidates = [k for k in cluster_counts if k < len(near)] or [max(1, len(near) // 2)]
+        sample = _subsample(torch.arange(len(joint)), SILHOUETTE_ROWS, torch.Generator().manual_seed(seed))
+        distance = 1 - joint[sample] @ joint[sample].T
+        best = {k: _best_clustering(joint, k, restarts, seed, sample, distance) for k in candidates}
+        self.silhouettes = {k: score for k, (score, _) in best.items()}
+        self.k = max(self.silhouettes, key=self.silhouettes.get)
+        assign = best[self.k][1]
+        self.labels_x = (mx @ _centroids(bx[near], assign, self.k).T).argmax(dim=1)
+        self.labels_y = (my @ _centroids(by[near], assign, self.k).T).argmax(dim=1)
+
+
+def pseudo_map(za: torch.Tensor, zc: torch.Tensor, labels: PseudoLabels) -> float:
+    """Mean of A -> C and C -> A retrieval mAP with the pseudo labels as relevance. A query whose class the other
+    memory never shows has nothing to find and is left out, as in any retrieval benchmark; 0 if none is left."""
+    scores = za @ zc.T
+    directions = [(scores, labels.labels_x, labels.labels_y), (scores.T, labels.labels_y, labels.labels_x)]
+    maps = []
+    for direction_scores, query_labels, gallery_labels in directions:
+        answerable = torch.isin(query_labels, gallery_labels)
+        if answerable.any():
+            metrics = retrieval_metrics(direction_scores[answerable], query_labels[answerable], gallery_labels)
+            maps.append(metrics["mAP"])
+    return sum(maps) / len(maps) if maps else 0.0
+
+
+def estimate_quality(
+    project_x: Projection,
+    project_y: Projection,
+    overlap_x: torch.Tensor,
+    overlap_y: torch.Tensor,
+    memory_x: torch.Tensor,
+    memory_y: torch.Tensor,
+    *,
+    max_items: int = 2000,
+) -> dict[str, float]:
+    """The label-free quality of a bridge whose heads are ``project_x`` / ``project_y``, from its own training
+    data: ``{"estimate": predicted mAP, "estimate_clusters": k, "estimate_items": n}``.
+
+    At most ``max_items`` rows of each memory are used, picked with a fixed seed, so every bridge trained on the
+    same data is scored on the same items and pseudo labels.
+    """
+    generator = torch.Generator().manual_seed(0)
+    mx, my = _subsample(memory_x, max_items, generator), _subsample(memory_y, max_items, generator)
+    labels = PseudoLabels(overlap_x, overlap_y, mx, my)
+    with torch.inference_mode():
+        estimate = pseudo_map(project_x(mx), project_y(my), labels)
+    return {"estimate": estimate, "estimate_clusters": float(labels.k), "estimate_items": float(len(mx) + len(my))}
