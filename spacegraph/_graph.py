@@ -88,7 +88,7 @@ class Route:
 
     @property
     def expected_quality(self) -> float:
-        """Product of the measured qualities of the bridges used (1.0 for a route inside one space)."""
+        """Product of the qualities of the bridges used (1.0 for a route inside one space)."""
         return math.exp(-self.cost)
 
     def describe(self) -> str:
@@ -255,11 +255,11 @@ class Plan:
     def explain(self) -> str:
         """The candidates as a table, each bridge with its quality and where that number comes from, and why the
         first was chosen. A route's expected quality is the product of its distinct bridges' qualities."""
+        title = f"{self.source.value} -> {self.target.value}: {len(self.routes)} candidate route(s), best first"
+        encode_a, encode_b = (f"encode {modality.value} with" for modality in (self.source, self.target))
         lines = [
-            f"{self.source.value} -> {self.target.value}: {len(self.routes)} candidate route(s), best first; "
-            "expected = product of the qualities of the bridges used",
-            f"{'#':>2}  {'expected':>8}  {'encode ' + self.source.value + ' with':24} "
-            f"{'encode ' + self.target.value + ' with':24} {'hops':>4}  meets in",
+            f"{title}; expected = product of the qualities of the bridges used",
+            f"{'#':>2}  {'expected':>8}  {encode_a:24} {encode_b:24} {'hops':>4}  meets in",
         ]
         for row in self.rows():
             lines.append(
@@ -364,6 +364,7 @@ class SpaceGraph:
             calibrate_bridges(route, probe, result["mAP"])
             for _, _, edge in self._graph.edges(data=True):
                 edge["cost"] = edge["bridge"].card.cost
+            self._index_cache = None  # planning reads the new costs
         return result
 
     # -- looking ----------------------------------------------------------------------------------------------

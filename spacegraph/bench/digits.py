@@ -128,15 +128,16 @@ def both_directions(audio: torch.Tensor, images: torch.Tensor, data: DigitsData)
     }
 
 
+def pivot(queries: torch.Tensor, texts_here: torch.Tensor, texts_there: torch.Tensor, k: int) -> torch.Tensor:
+    """The text-pivot baseline's stand-in: the mean of a query's k nearest texts here, taken in the other space."""
+    nearest = (queries @ texts_here.T).topk(k, dim=1).indices
+    return torch.nn.functional.normalize(texts_there[nearest].mean(dim=1), dim=-1)
+
+
 def text_pivot(f: Features, data: DigitsData, k: int = 5) -> dict[str, dict[str, float]]:
     """Training-free baseline: a query's k nearest overlap texts in its own space stand in for it in the other."""
-
-    def pivot(queries: torch.Tensor, texts_here: torch.Tensor, texts_there: torch.Tensor) -> torch.Tensor:
-        nearest = (queries @ texts_here.T).topk(k, dim=1).indices
-        return torch.nn.functional.normalize(texts_there[nearest].mean(dim=1), dim=-1)
-
-    audio_as_image = pivot(f.audio_queries, f.text_audio_space, f.text_image_space)
-    image_as_audio = pivot(f.image_gallery, f.text_image_space, f.text_audio_space)
+    audio_as_image = pivot(f.audio_queries, f.text_audio_space, f.text_image_space, k)
+    image_as_audio = pivot(f.image_gallery, f.text_image_space, f.text_audio_space, k)
     return {
         "audio_to_image": _eval.retrieval_metrics(
             audio_as_image @ f.image_gallery.T, data.audio_query_labels, data.image_gallery_labels
@@ -147,15 +148,20 @@ def text_pivot(f: Features, data: DigitsData, k: int = 5) -> dict[str, dict[str,
     }
 
 
-def class_matched_pairs(f: Features, data: DigitsData, seed: int) -> BridgeFeatures:
-    """Real audio-image pairs of the same digit (what C-MCR never sees): every memory item with a random
-    same-class partner from the other memory."""
+def class_matched_rows(audio_labels: np.ndarray, image_labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of real audio-image pairs of the same digit (what C-MCR never sees): every clip and every image with a
+    random same-class partner from the other set."""
     rng = np.random.default_rng(seed)
-    a_lab, i_lab = data.audio_memory_labels, data.image_memory_labels
-    partner_image = np.array([rng.choice(np.flatnonzero(i_lab == c)) for c in a_lab])
-    partner_audio = np.array([rng.choice(np.flatnonzero(a_lab == c)) for c in i_lab])
-    audio_rows = np.concatenate([np.arange(len(a_lab)), partner_audio])
-    image_rows = np.concatenate([partner_image, np.arange(len(i_lab))])
+    partner_image = np.array([rng.choice(np.flatnonzero(image_labels == c)) for c in audio_labels])
+    partner_audio = np.array([rng.choice(np.flatnonzero(audio_labels == c)) for c in image_labels])
+    audio_rows = np.concatenate([np.arange(len(audio_labels)), partner_audio])
+    image_rows = np.concatenate([partner_image, np.arange(len(image_labels))])
+    return audio_rows, image_rows
+
+
+def class_matched_pairs(f: Features, data: DigitsData, seed: int) -> BridgeFeatures:
+    """The paired upper bound's training pairs, from the two memories."""
+    audio_rows, image_rows = class_matched_rows(data.audio_memory_labels, data.image_memory_labels, seed)
     return BridgeFeatures(f.audio_memory[audio_rows], f.image_memory[image_rows])
 
 
@@ -259,7 +265,7 @@ def summary(record: dict[str, Any]) -> str:
     )
     tail = (
         f"\nzero-shot inside each space: audio {zs['audio_in_audio_text_space']:.3f}, "
-        f"image {zs['image_in_image_text_space']:.3f}; bridge held-out text score "
-        f"{record['bridge_quality'].get('score', float('nan')):.3f}"
+        f"image {zs['image_in_image_text_space']:.3f}; the bridge's label-free quality estimate "
+        f"{record['bridge_quality']['estimate']:.3f}"
     )
     return head + "\n" + _table(record) + "\n" + tail

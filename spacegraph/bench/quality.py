@@ -170,12 +170,21 @@ def _planner_pick(spaces: dict, bridges: list[Bridge], f: dict, data, sklearn_la
     graph = SpaceGraph(spaces.values(), bridges)
     plan = graph.plan("audio", "lowres_image")
     candidates = [
-        {"route": repr(route), "expected": route.expected_quality, "true_mAP": _route_truth(route, f, data, sklearn_labels)}
+        {
+            "route": repr(route),
+            "expected": route.expected_quality,
+            "true_mAP": _route_truth(route, f, data, sklearn_labels),
+        }
         for route in plan.routes
     ]
     best = max(candidates, key=lambda c: c["true_mAP"])
-    return {"candidates": candidates, "chosen": candidates[0]["route"], "truly_best": best["route"],
-            "picked_best": candidates[0]["route"] == best["route"], "explain": plan.explain()}
+    return {
+        "candidates": candidates,
+        "chosen": candidates[0]["route"],
+        "truly_best": best["route"],
+        "picked_best": candidates[0]["route"] == best["route"],
+        "explain": plan.explain(),
+    }
 
 
 def bench(data_dir: str | Path, out_dir: str | Path, *, config: dict | None = None, progress: bool = True) -> dict:
