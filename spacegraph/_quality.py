@@ -5,10 +5,12 @@ labels, "meaning" is read through the overlap modality B, which both spaces embe
 that the memories actually sit near are clustered (on both spaces' embeddings of them at once), each A memory
 item takes the cluster of its nearest centroid in X and each C memory item that of its nearest centroid in Y.
 The estimate is the mean average precision of A -> C and C -> A retrieval through the bridge, with these
-clusters as relevance: a predicted retrieval mAP in [0, 1], measured on the bridge's own memories.
+clusters as relevance: a predicted retrieval quality in [0, 1], measured on the bridge's own memories.
 
-The number of clusters is chosen from the data (the best cosine silhouette of the overlap items), so the
-estimate needs no setting and bridges trained on different data are scored the same way.
+No single number of clusters decides: the mAP is averaged over granularities from coarse to fine, each weighted
+by its cosine silhouette on the overlap items (how well they separate into that many classes), so the estimate
+needs no setting, rewards fine neighbourhoods as well as coarse ones, and scores bridges trained on different
+data the same way.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def _best_clustering(
 
 
 class PseudoLabels:
-    """Meaning classes of two memories, read through the overlap items near them."""
+    """Meaning classes of two memories, read through the overlap items near them, at several granularities."""
 
     def __init__(
         self,
@@ -100,24 +102,38 @@ class PseudoLabels:
         distance = 1 - joint[sample] @ joint[sample].T
         best = {k: _best_clustering(joint, k, restarts, seed, sample, distance) for k in candidates}
         self.silhouettes = {k: score for k, (score, _) in best.items()}
-        self.k = max(self.silhouettes, key=self.silhouettes.get)
-        assign = best[self.k][1]
-        self.labels_x = (mx @ _centroids(bx[near], assign, self.k).T).argmax(dim=1)
-        self.labels_y = (my @ _centroids(by[near], assign, self.k).T).argmax(dim=1)
+        self.k = max(self.silhouettes, key=self.silhouettes.get)  # the best-separated granularity, for reports
+        self.levels = {
+            k: ((mx @ _centroids(bx[near], a, k).T).argmax(dim=1), (my @ _centroids(by[near], a, k).T).argmax(dim=1))
+            for k, (_, a) in best.items()
+        }
+
+
+def _level_map(scores: torch.Tensor, labels_x: torch.Tensor, labels_y: torch.Tensor) -> float | None:
+    """Mean of A -> C and C -> A mAP with one granularity's classes as relevance; a query whose class the other
+    memory never shows has nothing to find and is left out, as in any retrieval benchmark (None if none is left)."""
+    maps = []
+    for direction, query_labels, gallery_labels in ((scores, labels_x, labels_y), (scores.T, labels_y, labels_x)):
+        answerable = torch.isin(query_labels, gallery_labels)
+        if answerable.any():
+            maps.append(retrieval_metrics(direction[answerable], query_labels[answerable], gallery_labels)["mAP"])
+    return sum(maps) / len(maps) if maps else None
 
 
 def pseudo_map(za: torch.Tensor, zc: torch.Tensor, labels: PseudoLabels) -> float:
-    """Mean of A -> C and C -> A retrieval mAP with the pseudo labels as relevance. A query whose class the other
-    memory never shows has nothing to find and is left out, as in any retrieval benchmark; 0 if none is left."""
+    """The pseudo-label mAP of A -> C and C -> A retrieval, averaged over the granularities, each weighted by its
+    silhouette (how well the overlap items separate into that many classes); 0 if nothing is answerable."""
     scores = za @ zc.T
-    directions = [(scores, labels.labels_x, labels.labels_y), (scores.T, labels.labels_y, labels.labels_x)]
-    maps = []
-    for direction_scores, query_labels, gallery_labels in directions:
-        answerable = torch.isin(query_labels, gallery_labels)
-        if answerable.any():
-            metrics = retrieval_metrics(direction_scores[answerable], query_labels[answerable], gallery_labels)
-            maps.append(metrics["mAP"])
-    return sum(maps) / len(maps) if maps else 0.0
+    weighted = [
+        (_level_map(scores, *labels.levels[k]), max(silhouette, 0.0)) for k, silhouette in labels.silhouettes.items()
+    ]
+    weighted = [(value, weight) for value, weight in weighted if value is not None]
+    total = sum(weight for _, weight in weighted)
+    if not weighted:
+        return 0.0
+    if total == 0:
+        return sum(value for value, _ in weighted) / len(weighted)
+    return sum(value * weight for value, weight in weighted) / total
 
 
 def estimate_quality(
@@ -131,7 +147,7 @@ def estimate_quality(
     max_items: int = 2000,
 ) -> dict[str, float]:
     """The label-free quality of a bridge whose heads are ``project_x`` / ``project_y``, from its own training
-    data: ``{"estimate": predicted mAP, "estimate_clusters": k, "estimate_items": n}``.
+    data: ``{"estimate": predicted quality, "estimate_clusters": the best-separated k, "estimate_items": n}``.
 
     At most ``max_items`` rows of each memory are used, picked with a fixed seed, so every bridge trained on the
     same data is scored on the same items and pseudo labels.

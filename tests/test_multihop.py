@@ -108,6 +108,7 @@ def test_planner_avoids_a_weakened_bridge_and_says_why(three):
     plan = graph.plan("audio", "image")
     assert [r.common_space for r in plan.routes] == ["a", "ti"]
     assert plan.chosen.expected_quality == pytest.approx(0.9)
+    assert [row["bridges"][0][:2] for row in plan.rows()] == [("a", "connect"), ("weak", "extend")]
     explained = plan.explain()
     assert "bridge 'weak' (extend): 0.050, given" in explained
     assert "ahead of #2 at 0.050; its weakest bridge is 'weak' at 0.050" in explained

@@ -63,7 +63,8 @@ def test_estimate_separates_a_true_bridge_from_a_broken_one(world):
     data = [world[k] for k in ("overlap_x", "overlap_y", "memory_x", "memory_y")]
     good = estimate_quality(true_x, true_y, *data)
     broken = estimate_quality(true_x, lambda e: F.normalize(e @ scramble, dim=1), *data)
-    assert good["estimate"] > 0.9 and broken["estimate"] < 0.5
+    # finer granularities split the planted classes, so even the true bridge stays below 1
+    assert good["estimate"] > 0.7 and broken["estimate"] < 0.35
     assert good == estimate_quality(true_x, true_y, *data)  # deterministic
     assert good["estimate_clusters"] == N_CLASSES and good["estimate_items"] == 400
 
