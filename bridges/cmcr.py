@@ -42,12 +42,13 @@ from spacegraph._eval import pair_recall_at_1
 from spacegraph._modality import Modality, as_modality
 from spacegraph._quality import PseudoLabels, _subsample, estimate_quality, pseudo_map
 from spacegraph._space import SpaceSpec
+from spacegraph._weights import tensor_problem
 
 
 class CMCRConfig(BaseModel):
-    """Every hyperparameter of C-MCR training. Unknown keys are an error, not a silent default."""
+    """Every hyperparameter of C-MCR training. Unknown keys, NaN and infinity are errors, not silent defaults."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["connect", "extend"] = Field(
         "connect",
@@ -207,13 +208,16 @@ class FitResult:
 
 
 def _split(n: int, val_fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    order = torch.randperm(n, generator=generator)
-    n_val = int(round(n * val_fraction))
-    if val_fraction > 0 and (n_val < 2 or n - n_val < 2):
+    """Shuffled train and held-out overlap rows. Training needs at least 2 rows (BatchNorm normalises over a batch),
+    and a held-out set (``val_fraction > 0``) at least 2 more (matching needs a wrong answer to pass over)."""
+    n_val = round(n * val_fraction)
+    if n - n_val < 2 or (val_fraction > 0 and n_val < 2):
         raise ValueError(
-            f"{n} overlap items cannot be split with val_fraction={val_fraction}: need at least 2 items on each "
-            "side; add overlap data or set val_fraction=0"
+            f"{n} overlap row(s) are too few to train with val_fraction={val_fraction}: training needs at least 2 "
+            f"rows and, when val_fraction > 0, at least 2 more held out (round(rows * val_fraction) >= 2); add "
+            "overlap data" + (" or set val_fraction=0" if val_fraction > 0 and n >= 2 else "")
         )
+    order = torch.randperm(n, generator=generator)
     return order[n_val:], order[:n_val]
 
 
@@ -262,7 +266,7 @@ def _memory_seeded(
     """Ex-MCR's modality-centric pairs ``(x, y, anchor_x, anchor_y)``: each A item with its pseudo overlap
     embeddings (one softmax over ``bx``, applied to ``bx`` and ``by``) and the pseudo C those retrieve, and the
     same from C's side; with each row's pivot overlap item (the seed's nearest)."""
-    retrieve = dict(temperature=config.memory_temperature, chunk_size=config.memory_chunk)
+    retrieve = {"temperature": config.memory_temperature, "chunk_size": config.memory_chunk}
     ax, ay = memory_retrieve(ma, bx, **retrieve), memory_retrieve(ma, bx, values=by, **retrieve)
     cy, cx = memory_retrieve(mc, by, **retrieve), memory_retrieve(mc, by, values=bx, **retrieve)
     rows = [
@@ -283,7 +287,7 @@ def _pseudo_pairs(
     if features.memory_x is None or features.memory_y is None:
         raise ValueError("C-MCR with use_memory=True needs memory_x and memory_y; pass them or set use_memory=False")
     ma, mc = features.memory_x.to(bx.device), features.memory_y.to(bx.device)
-    retrieve = dict(temperature=config.memory_temperature, chunk_size=config.memory_chunk)
+    retrieve = {"temperature": config.memory_temperature, "chunk_size": config.memory_chunk}
     rows = [(memory_retrieve(bx, ma, **retrieve), memory_retrieve(by, mc, **retrieve), bx, by)]
     pivots = torch.arange(bx.shape[0], device=bx.device)
     if config.pseudo_source == "overlap+memory":
@@ -295,6 +299,11 @@ def _pseudo_pairs(
         if int(keep.sum()) < 2:
             return None
         x, y, anchor_x, anchor_y = x[keep], y[keep], anchor_x[keep], anchor_y[keep]
+    if not all(torch.isfinite(part).all() for part in (x, y)):
+        raise ValueError(
+            f"memory retrieval gave NaN or inf pseudo embeddings at memory_temperature={config.memory_temperature:g}; "
+            "raise it"
+        )
     aligned = config.pseudo_source == "overlap" and config.pseudo_filter == "none"
     return PseudoPairs(x, y, anchor_x, anchor_y, aligned)
 
@@ -405,8 +414,43 @@ def _step_losses(
     return cmcr_loss(zx[0], zy[0], zx[-1], zy[-1], config, anchors=(zx[-2], zy[-2]))
 
 
+def _remedy(config: CMCRConfig) -> str:
+    return (
+        f"lower lr (now {config.lr:g}) or weight_decay (now {config.weight_decay:g}), or raise temperature "
+        f"(now {config.temperature:g}); noise_std is {config.noise_std:g}"
+    )
+
+
+def check_loss(losses: dict[str, torch.Tensor], step: int, config: CMCRConfig) -> None:
+    """Stop at the first non-finite loss: its gradients would turn the heads into NaN."""
+    if torch.isfinite(losses["total"]):
+        return
+    parts = ", ".join(f"{name}={float(value.detach()):.4g}" for name, value in losses.items())
+    raise ValueError(
+        f"C-MCR training diverged at step {step} of {config.steps}: the loss is not finite ({parts}); "
+        f"no bridge was made; {_remedy(config)}"
+    )
+
+
+def check_heads(head_x: torch.nn.Module, head_y: torch.nn.Module, step: int, config: CMCRConfig) -> None:
+    """Refuse heads with a NaN/inf weight or BatchNorm statistic (after ``step``), before anything reads them."""
+    heads = {"head_x": head_x, "head_y": head_y}
+    problems = [
+        problem
+        for side, head in heads.items()
+        for key, value in head.state_dict().items()
+        if (problem := tensor_problem(f"{side}.{key}", value))
+    ]
+    if problems:
+        raise ValueError(
+            f"C-MCR training diverged: after step {step} of {config.steps}, {'; '.join(problems[:5])}; no bridge was "
+            f"made; {_remedy(config)}"
+        )
+
+
 def fit_heads(features: BridgeFeatures, config: CMCRConfig, *, show_progress_bar: bool = True) -> FitResult:
-    """Train the two heads on cached features; seeded and repeatable on CPU."""
+    """Train the two heads on cached features; seeded and repeatable on CPU. A diverging run (a non-finite loss or
+    head) stops with a ValueError that names the step: it never returns heads that give NaN."""
     device = torch.device(config.device)
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
@@ -427,6 +471,7 @@ def fit_heads(features: BridgeFeatures, config: CMCRConfig, *, show_progress_bar
     for step in progress:
         native_idx = next(native_batches).to(device)
         losses = _step_losses(head_x, head_y, bx, by, native_idx, pseudo, pseudo_batches, config, noise)
+        check_loss(losses, step, config)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
@@ -436,7 +481,9 @@ def fit_heads(features: BridgeFeatures, config: CMCRConfig, *, show_progress_bar
             history.append({"step": step, **{k: float(v.detach()) for k, v in losses.items()}})
             progress.set_postfix(loss=f"{history[-1]['total']:.3f}")
         if tracker is not None and ((step + 1) % config.estimate_every == 0 or last):
+            check_heads(head_x, head_y, step, config)
             history.append({"step": step, "estimate": tracker.check(head_x, head_y)})
+    check_heads(head_x, head_y, config.steps - 1, config)
     if tracker is not None:
         tracker.restore(head_x, head_y)
     head_x, head_y = head_x.cpu(), head_y.cpu()

@@ -32,6 +32,7 @@ from spacegraph._bridge import Bridge, BridgeCard, HeadArch, HeadSpec, Projectio
 from spacegraph._checkpoint import load_weights_only
 from spacegraph._modality import Modality, as_modality
 from spacegraph._space import SpaceSpec
+from spacegraph._weights import layout_problems, tensor_problem
 
 METHOD = "cmcr-released"
 Kind = Literal["ulip_clip", "clap_clip"]
@@ -103,19 +104,13 @@ def expected_state(layout: ReleasedLayout, prefix: str) -> dict[str, tuple[str, 
 
 
 def check_keys(state: dict[str, torch.Tensor], expected: dict[str, tuple[str, torch.Size]], source: str) -> None:
-    """Refuse missing, unexpected or wrongly shaped entries, naming them all."""
-    problems = []
-    if missing := sorted(expected.keys() - state.keys()):
-        problems.append(f"missing keys {missing}")
-    if unexpected := sorted(state.keys() - expected.keys()):
-        problems.append(f"unexpected keys {unexpected}")
-    for key in sorted(expected.keys() & state.keys()):
-        if state[key].shape != expected[key][1]:
-            problems.append(f"{key} has shape {list(state[key].shape)}, expected {list(expected[key][1])}")
-        elif state[key].is_floating_point() and not torch.isfinite(state[key]).all():
-            problems.append(f"{key} contains NaN or inf")
+    """Refuse missing, unexpected or wrongly shaped entries, naming them all, then NaN/inf weights and negative
+    BatchNorm running variances."""
+    problems = layout_problems({k: tuple(v.shape) for k, v in state.items()}, {k: s for k, (_, s) in expected.items()})
     if problems:
         raise ValueError(f"{source} does not have the released layout: " + "; ".join(problems))
+    if unusable := [problem for key in sorted(state) if (problem := tensor_problem(key, state[key]))]:
+        raise ValueError(f"{source}: {'; '.join(unusable)}: the checkpoint is damaged; download it again")
 
 
 def check_spaces(layout: ReleasedLayout, kind: str, clip: SpaceSpec, other: SpaceSpec, overlap: Modality) -> None:

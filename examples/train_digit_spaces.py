@@ -182,7 +182,7 @@ def evaluate(space, media_inputs, labels: np.ndarray, rows: list[dict]) -> dict:
     row_hits = labels[(row_emb @ media.T).argmax(dim=1).numpy()] == np.array([r["digit"] for r in rows])
     sources = sorted({r["source"] for r in rows})
     return {
-        "n_test": int(len(labels)),
+        "n_test": len(labels),
         "zero_shot_accuracy": round(float((predicted == labels).mean()), 4),
         f"prompt_to_{media_kind}_precision_at_10": round(float((labels[top10] == np.arange(10)[:, None]).mean()), 4),
         f"text_row_to_{media_kind}_top1_by_source": {
@@ -192,7 +192,7 @@ def evaluate(space, media_inputs, labels: np.ndarray, rows: list[dict]) -> dict:
 
 
 def write_audio_folder(paths: list[str], folder: Path) -> None:
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, own=("*.flac",)) as tmp:
         for path in paths:
             data, rate = sf.read(path, dtype="int16")
             sf.write(tmp / f"{Path(path).stem}.flac", data, rate, format="FLAC", subtype="PCM_16")

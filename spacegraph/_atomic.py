@@ -1,13 +1,25 @@
-"""Atomic writes: nothing half-written is ever left at a final path."""
+"""Atomic writes: nothing half-written is ever left at a final path, and nothing a user wrote is deleted."""
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import os
+import re
+import secrets
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
+
+MARKER = ".spacegraph-save"  # written first into every box atomic_dir makes: proof that a leftover is ours
+SHOWN = 5  # foreign names listed in an error
+
+
+class SaveRefusedError(FileExistsError, ValueError):
+    """A save target that is not ours to replace: a file, a link, or a folder holding files the save did not
+    write. Both a FileExistsError and a ValueError, so callers catching either see it."""
 
 
 def _umask() -> int:
@@ -38,21 +50,142 @@ def write_text_atomic(final: str | os.PathLike, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``final``; it replaces ``final`` only if the block succeeds."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+def atomic_dir(final: str | os.PathLike, own: Collection[str] = ()) -> Iterator[Path]:
+    """Yield an empty folder; it replaces ``final`` only if the block succeeds, so ``final`` always holds either
+    the old or the new content, never a mix.
+
+    Nothing the save did not write is deleted: a file or link at ``final``, or a folder there holding an entry
+    whose name matches none of the ``own`` patterns (``fnmatch``, e.g. ``"model.safetensors"`` or ``"*.flac"``),
+    raises :class:`SaveRefusedError` listing them; an empty folder, or one holding only the artifact's own
+    files, is replaced. Work happens in boxes beside ``final`` named ``.NAME.spacegraph-<hex>.tmp`` (the new
+    folder) and ``.NAME.spacegraph-<hex>.old`` (the replaced one), each holding a marker file naming the
+    process that made it. A save killed midway leaves such a box; the next save of ``final`` removes the boxes
+    whose process is gone (and no other sibling), and if the kill landed between the two renames of the swap
+    (``final`` missing), :func:`recover_interrupted_save` (called by that save and by loaders) puts the old
+    folder back first.
+    """
+    final = Path(os.path.abspath(final))
+    _make_parent(final)
+    recover_interrupted_save(final)
+    _remove_leftovers(final)
+    _check_replaceable(final, own)
+    box = _new_box(final, "tmp")
     try:
-        yield tmp
-        tmp.chmod(0o777 & ~_umask())
-        if final.exists():
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        payload = box / final.name
+        payload.mkdir()
+        yield payload
+        _check_replaceable(final, own)
+        _swap(payload, final)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_box(box)
+
+
+def recover_interrupted_save(final: str | os.PathLike) -> Path:
+    """``final``, put back from the old box of a save killed between the two renames of its swap (``final``
+    missing, the old folder complete in its box); a no-op otherwise."""
+    final = Path(os.path.abspath(final))
+    if not os.path.lexists(final):
+        for box in _boxes(final, "old"):
+            with contextlib.suppress(OSError):  # another process restored it first, or the folder is read-only
+                os.rename(box / final.name, final)
+                break
+    return final
+
+
+def _make_parent(final: Path) -> None:
+    if not final.name:
+        raise SaveRefusedError(f"cannot save to {final}: give a folder below it")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SaveRefusedError(f"cannot save to {final}: its parent folder cannot be made ({err})") from err
+
+
+def _check_replaceable(final: Path, own: Collection[str]) -> None:
+    if not os.path.lexists(final):
+        return
+    if final.is_symlink() or not final.is_dir():
+        kind = "a link" if final.is_symlink() else "a file"
+        raise SaveRefusedError(f"cannot save to {final}: it is {kind}, not a folder; remove it or choose another")
+    foreign = sorted(p.name for p in final.iterdir() if not any(fnmatch.fnmatchcase(p.name, o) for o in own))
+    if foreign:
+        listed = ", ".join(foreign[:SHOWN]) + (f" and {len(foreign) - SHOWN} more" if len(foreign) > SHOWN else "")
+        accepted = ", ".join(own) or "nothing"
+        raise SaveRefusedError(
+            f"cannot save to {final}: it holds files this save did not write ({listed}); a save replaces only a "
+            f"missing or empty folder or one holding its own files ({accepted}); choose another folder"
+        )
+
+
+def _swap(payload: Path, final: Path) -> None:
+    """Move ``payload`` to ``final``; an existing ``final`` goes into a marked box first and is removed last."""
+    if not os.path.lexists(final):
+        os.rename(payload, final)
+        return
+    old = _new_box(final, "old")
+    os.rename(final, old / final.name)
+    try:
+        os.rename(payload, final)
+    except BaseException:
+        os.rename(old / final.name, final)
+        raise
+    _remove_box(old)
+
+
+def _box_pattern(final: Path, kind: str) -> re.Pattern[str]:
+    return re.compile(rf"\.{re.escape(final.name)}\.spacegraph-[0-9a-f]{{12}}\.{kind}")
+
+
+def _new_box(final: Path, kind: str) -> Path:
+    box = final.with_name(f".{final.name}.spacegraph-{secrets.token_hex(6)}.{kind}")
+    box.mkdir(mode=0o700)
+    (box / MARKER).write_text(f"{socket.gethostname()}\n{os.getpid()}\n", encoding="utf-8")
+    return box
+
+
+def _boxes(final: Path, kind: str) -> list[Path]:
+    """Boxes of ``final`` of this kind left by processes that are gone, empty ones included (a kill just after
+    the box was made); never a box of a save still running, nor anything without our exact name and marker."""
+    pattern = _box_pattern(final, kind)
+    try:
+        siblings = list(final.parent.iterdir())
+    except OSError:  # no parent folder (so nothing to recover), or one we may not list
+        return []
+    found = [p for p in siblings if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+    return sorted(p for p in found if ((p / MARKER).is_file() and not _owner_alive(p)) or not any(p.iterdir()))
+
+
+def _owner_alive(box: Path) -> bool:
+    try:
+        host, pid = (box / MARKER).read_text(encoding="utf-8").split()
+        if host != socket.gethostname():
+            return True  # another machine's save (a shared disk): never ours to judge
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    except (OSError, ValueError):
+        return False  # a marker cut short by a kill
+    return True
+
+
+def _remove_leftovers(final: Path) -> None:
+    for kind in ("tmp", "old"):
+        for box in _boxes(final, kind):
+            _remove_box(box)
+
+
+def _remove_box(box: Path) -> None:
+    """Remove a box, its marker last, so a kill midway leaves a box still marked (or empty): removable later."""
+    if not box.is_dir():
+        return
+    for entry in box.iterdir():
+        if entry.name == MARKER:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    (box / MARKER).unlink(missing_ok=True)
+    box.rmdir()

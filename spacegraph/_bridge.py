@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from safetensors.torch import load_file, save_file
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from safetensors.torch import save_file
 from torch import nn
 
-from ._atomic import atomic_dir
+from ._atomic import atomic_dir, recover_interrupted_save
 from ._errors import FingerprintMismatchError, UnknownNameError
 from ._modality import Modality
 from ._space import SpaceSpec, check_embeddings, fingerprint_state_dict
+from ._weights import layout_problems, read_shapes, read_tensors, tensor_problem
 
 FORMAT_VERSION = 1
 CARD_FILE = "bridge.json"
@@ -62,10 +64,10 @@ class SpaceRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str
-    fingerprint: str
-    dim: int
-    modalities: tuple[Modality, ...]
+    name: str = Field(min_length=1)
+    fingerprint: str = Field(min_length=1)
+    dim: int = Field(gt=0)
+    modalities: tuple[Modality, ...] = Field(min_length=1)
 
     @classmethod
     def of(cls, spec: SpaceSpec) -> SpaceRef:
@@ -73,6 +75,22 @@ class SpaceRef(BaseModel):
 
 
 QUALITY_IN_UNIT_RANGE = ("score", "estimate", "held_out_R@1")
+NAME_ACCEPTED = "a non-empty name without control characters, neither absolute nor holding a '.' or '..' component"
+
+
+def check_bridge_name(name: str) -> str:
+    """``name``, if it can name a bridge. A connect bridge names the joint space it creates, and names end up in
+    folder names, so one that could leave a folder is refused (the cache also maps every name to a safe folder
+    name); names of spaces such as ``openclip:ViT-B/32`` and ``clap+openclip:ViT-B/32`` stay valid."""
+    if not name.strip():
+        problem = "it is empty"
+    elif any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        problem = "it holds a control character or a lone surrogate"
+    elif name.startswith(("/", "\\")) or {".", ".."} & set(name.replace("\\", "/").split("/")):
+        problem = "as a path it is absolute or holds a '.' or '..' component"
+    else:
+        return name
+    raise ValueError(f"bridge name {name!r} is refused: {problem}; accepted: {NAME_ACCEPTED}")
 
 
 class Calibration(BaseModel):
@@ -98,9 +116,9 @@ class BridgeCard(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format_version: int = FORMAT_VERSION
+    format_version: int = Field(FORMAT_VERSION, ge=1)
     library_version: str
-    name: str
+    name: str = Field(description=f"The bridge's name (a connect bridge's joint space's too): {NAME_ACCEPTED}.")
     method: str
     kind: Literal["connect", "extend"] = Field(
         "connect",
@@ -128,6 +146,37 @@ class BridgeCard(BaseModel):
             if key in QUALITY_IN_UNIT_RANGE and not 0 <= value <= 1:
                 raise ValueError(f"quality[{key!r}] is {value}: it is a retrieval quality, accepted in [0, 1]")
         return quality
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        return check_bridge_name(name)
+
+    @model_validator(mode="after")
+    def check_consistent(self) -> BridgeCard:
+        """Refuse fields that contradict each other: a bridge joins two different spaces through a modality one of
+        them has; it has one head per space it reads from (both for connect, the first for extend), reading that
+        space's dim; the heads land in one dim, the target space's for extend."""
+        x, y = self.spaces
+        if x.name == y.name:
+            raise ValueError(f"spaces: a bridge joins two different spaces; both are {x.name!r}")
+        if self.overlap not in (*x.modalities, *y.modalities):  # a released ULIP head reads only point clouds
+            have = {ref.name: [m.value for m in ref.modalities] for ref in self.spaces}
+            raise ValueError(f"overlap {self.overlap.value!r}: neither space has it ({have})")
+        if set(self.heads) != set(self.headed_spaces):
+            raise ValueError(
+                f"heads: this {self.kind} bridge has heads for {self.headed_spaces}, got {sorted(self.heads)}"
+            )
+        for ref in self.spaces:
+            head = self.heads.get(ref.name)
+            if head is not None and head.in_dim != ref.dim:
+                raise ValueError(f"heads[{ref.name!r}].in_dim is {head.in_dim}, but space {ref.name!r} is {ref.dim}-d")
+        out_dims = sorted({head.out_dim for head in self.heads.values()})
+        if len(out_dims) > 1:
+            raise ValueError(f"heads: out_dim differs between heads ({out_dims}); both land in one joint space")
+        if self.kind == "extend" and out_dims != [y.dim]:
+            raise ValueError(f"heads: out_dim is {out_dims[0]}, but the extend target {y.name!r} is {y.dim}-d")
+        return self
 
     @property
     def out_dim(self) -> int:
@@ -180,14 +229,9 @@ class Bridge(nn.Module):
 
     def __init__(self, card: BridgeCard) -> None:
         super().__init__()
-        names = [ref.name for ref in card.spaces]
-        if len(set(names)) != 2 or set(card.heads) != set(card.headed_spaces):
-            raise ValueError(
-                f"{card.kind} bridge {card.name!r}: heads {sorted(card.heads)} must be {card.headed_spaces} "
-                f"(its spaces are {names})"
-            )
+        card.check_consistent()  # again: a card can be changed after it was read
         self.card = card
-        self._order = names
+        self._order = [ref.name for ref in card.spaces]
         self.heads = nn.ModuleList(ProjectionHead(card.heads[n]) for n in card.headed_spaces)
         self.eval()
 
@@ -219,7 +263,13 @@ class Bridge(nn.Module):
         head = self.head(space_name)
         check_embeddings(embeddings, head.spec.in_dim, f"bridge {self.name!r} input from {space_name!r}")
         with torch.inference_mode():
-            return head.eval()(embeddings.float())
+            projected = head.eval()(embeddings.float())
+        if not torch.isfinite(projected).all():
+            raise ValueError(
+                f"bridge {self.name!r}: its head for {space_name!r} gave NaN or inf from finite inputs (its weights "
+                "overflow); retrain it, e.g. with a lower lr or weight_decay"
+            )
+        return projected
 
     def check_space(self, spec: SpaceSpec) -> None:
         """Refuse a space whose weights differ from the ones this bridge was trained on."""
@@ -232,6 +282,17 @@ class Bridge(nn.Module):
                 f"but the space given has fingerprint {spec.fingerprint}: its weights differ; retrain the bridge"
             )
 
+    def check_finite(self, source: str | os.PathLike | None = None) -> None:
+        """Refuse NaN or inf in any weight or BatchNorm statistic, and a negative running variance, naming the
+        tensors and ``source`` (the file the weights came from; else the bridge)."""
+        problems = [problem for key, value in self._flat_state().items() if (problem := tensor_problem(key, value))]
+        if problems:
+            where = source if source is not None else f"bridge {self.name!r}"
+            raise ValueError(
+                f"{where}: {'; '.join(problems[:5])}: a bridge needs finite weights and statistics (training "
+                "diverged, or the file is damaged); retrain it, e.g. with a lower lr or weight_decay"
+            )
+
     def _flat_state(self) -> dict[str, torch.Tensor]:
         return {
             f"{name}/{key}": value.detach().cpu().contiguous()
@@ -240,31 +301,34 @@ class Bridge(nn.Module):
         }
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``bridge.json`` and ``heads.safetensors`` into ``folder``, atomically (all or nothing)."""
+        """Write ``bridge.json`` and ``heads.safetensors`` into ``folder``, atomically (all or nothing). An existing
+        ``folder`` is replaced only if it holds nothing else: see :func:`spacegraph._atomic.atomic_dir`."""
+        self.check_finite()
         folder = Path(folder)
-        with atomic_dir(folder) as tmp:
+        with atomic_dir(folder, own=(CARD_FILE, WEIGHTS_FILE)) as tmp:
             save_file(self._flat_state(), str(tmp / WEIGHTS_FILE), metadata={"format": "spacegraph-bridge"})
             (tmp / CARD_FILE).write_text(self.card.model_dump_json(indent=2), encoding="utf-8")
         return folder
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Bridge:
+        """Read a folder written by :meth:`save`: the card first, then the weights' names and shapes against it
+        from the file's header (before anything is allocated), then every weight and BatchNorm statistic."""
         folder = Path(folder)
+        recover_interrupted_save(folder)
         card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
         for path in (card_path, weights_path):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found: a bridge folder holds {CARD_FILE} and {WEIGHTS_FILE}")
-        card = BridgeCard.model_validate(json.loads(card_path.read_text(encoding="utf-8")))
-        if card.format_version > FORMAT_VERSION:
-            raise ValueError(
-                f"{card_path}: bridge format {card.format_version} is newer than this spacegraph reads "
-                f"({FORMAT_VERSION}); upgrade spacegraph"
-            )
+        card = read_card(card_path)
+        problems = layout_problems(read_shapes(weights_path), expected_shapes(card))
+        if problems:
+            raise ValueError(f"{weights_path} does not match its card {CARD_FILE}: " + "; ".join(problems))
         bridge = cls(card)
-        state = load_file(str(weights_path))
+        state = read_tensors(weights_path)
         for name, head in zip(card.headed_spaces, bridge.heads):
-            prefix = f"{name}/"
-            head.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+            head.load_state_dict({key: state[f"{name}/{key}"] for key in head.state_dict()}, strict=True)
+        bridge.check_finite(source=weights_path)
         return bridge.eval()
 
     def __repr__(self) -> str:
@@ -273,9 +337,44 @@ class Bridge(nn.Module):
         return f"Bridge({self.name!r}: {a} {arrow} {b}, {self.card.kind}, score={self.card.score:.3f})"
 
 
+def read_card(path: Path) -> BridgeCard:
+    """The bridge card at ``path``; every error names the file (and the field)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path}: not a readable JSON bridge card ({err})") from err
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: bridge format {version} is newer than this spacegraph reads ({FORMAT_VERSION}); upgrade spacegraph"
+        )
+    try:
+        return BridgeCard.model_validate(data)
+    except ValidationError as err:  # the same errors, titled with the file
+        details = [{k: e[k] for k in ("type", "loc", "input", "ctx") if k in e} for e in err.errors()]
+        raise ValidationError.from_exception_data(f"bridge card {path}", details) from err
+
+
+def expected_shapes(card: BridgeCard) -> dict[str, tuple[int, ...]]:
+    """The names and shapes ``heads.safetensors`` holds for ``card``, built on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        return {
+            f"{name}/{key}": tuple(value.shape)
+            for name in card.headed_spaces
+            for key, value in ProjectionHead(card.heads[name]).state_dict().items()
+        }
+
+
 class BridgeFeatures:
     """Cached features a bridge is trained on: the overlap corpus encoded by both spaces (row i of
-    ``overlap_x`` and ``overlap_y`` is the same item) and unpaired memories of each space's other modalities."""
+    ``overlap_x`` and ``overlap_y`` is the same item) and unpaired memories of each space's other modalities.
+
+    Each is a 2-D torch tensor ``[rows, dim]`` of real numbers (a numpy array is refused: pass
+    ``torch.from_numpy(array)``). Features are constants of training, so they are kept detached, as float32: a
+    tensor that requires grad is taken as its values. Training needs at least ``MIN_OVERLAP_ROWS`` overlap rows
+    (BatchNorm normalises over a batch of at least 2), and 2 more held out when it validates."""
+
+    MIN_OVERLAP_ROWS = 2
 
     def __init__(
         self,
@@ -284,23 +383,43 @@ class BridgeFeatures:
         memory_x: torch.Tensor | None = None,
         memory_y: torch.Tensor | None = None,
     ) -> None:
+        self.overlap_x, self.overlap_y = self._features(overlap_x, "overlap_x"), self._features(overlap_y, "overlap_y")
         if overlap_x.shape[0] != overlap_y.shape[0]:
             raise ValueError(
                 f"overlap_x has {overlap_x.shape[0]} rows but overlap_y has {overlap_y.shape[0]}: row i of both "
                 "must be the same overlap item encoded by each space"
             )
-        self.overlap_x, self.overlap_y = overlap_x.float(), overlap_y.float()
-        self.memory_x = None if memory_x is None else memory_x.float()
-        self.memory_y = None if memory_y is None else memory_y.float()
+        self.memory_x = None if memory_x is None else self._features(memory_x, "memory_x")
+        self.memory_y = None if memory_y is None else self._features(memory_y, "memory_y")
+
+    @staticmethod
+    def _features(features: torch.Tensor, name: str) -> torch.Tensor:
+        if not isinstance(features, torch.Tensor):
+            raise TypeError(
+                f"BridgeFeatures {name}: expected a torch.Tensor [rows, dim], got {type(features).__name__}; "
+                "convert a numpy array with torch.from_numpy(array)"
+            )
+        if features.ndim != 2:
+            raise ValueError(
+                f"BridgeFeatures {name}: expected a 2-D tensor [rows, dim], got shape {list(features.shape)}"
+            )
+        if features.is_complex() or features.dtype == torch.bool:
+            raise TypeError(f"BridgeFeatures {name}: expected real-valued features, got dtype {features.dtype}")
+        return features.detach().float()
 
     def check(self, x: SpaceSpec, y: SpaceSpec) -> None:
-        """Refuse features whose dims do not match the spaces, empty batches and NaN/inf."""
+        """Refuse features whose dims do not match the spaces, empty batches, NaN/inf and too small an overlap."""
         check_embeddings(self.overlap_x, x.dim, f"overlap features of {x.name!r}")
         check_embeddings(self.overlap_y, y.dim, f"overlap features of {y.name!r}")
         if self.memory_x is not None:
             check_embeddings(self.memory_x, x.dim, f"memory features of {x.name!r}")
         if self.memory_y is not None:
             check_embeddings(self.memory_y, y.dim, f"memory features of {y.name!r}")
+        if self.overlap_x.shape[0] < self.MIN_OVERLAP_ROWS:
+            raise ValueError(
+                f"{self.overlap_x.shape[0]} overlap row(s): a bridge trains on at least {self.MIN_OVERLAP_ROWS} "
+                "(BatchNorm normalises over a batch), and holds 2 more out when it validates; add overlap data"
+            )
 
     def counts(self) -> dict[str, int]:
         rows = {"overlap": self.overlap_x.shape[0]}

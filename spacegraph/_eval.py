@@ -12,6 +12,13 @@ def _labels(labels: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(labels)).long()
 
 
+def _finite(scores: torch.Tensor, what: str) -> torch.Tensor:
+    """Refuse NaN/inf similarities: ranking them (argmax picks a NaN first) would score garbage as a result."""
+    if not torch.isfinite(scores).all():
+        raise ValueError(f"{what}: the similarities hold NaN or inf, so nothing can be ranked; check the embeddings")
+    return scores
+
+
 def retrieval_metrics(
     scores: torch.Tensor,
     query_labels: Sequence[int] | np.ndarray | torch.Tensor,
@@ -25,7 +32,7 @@ def retrieval_metrics(
     q, g = _labels(query_labels), _labels(gallery_labels)
     if scores.shape != (len(q), len(g)):
         raise ValueError(f"scores has shape {list(scores.shape)}, expected [{len(q)}, {len(g)}] (queries x gallery)")
-    order = scores.argsort(dim=1, descending=True, stable=True)
+    order = _finite(scores, "retrieval_metrics").argsort(dim=1, descending=True, stable=True)
     relevant = (g[order] == q[:, None]).float()
     metrics = {f"R@{k}": float(relevant[:, :k].amax(dim=1).mean()) for k in ks}
     hits = relevant.cumsum(dim=1)
@@ -53,14 +60,16 @@ def chance_metrics(
 
 def pair_recall_at_1(queries: torch.Tensor, keys: torch.Tensor) -> float:
     """Fraction of rows i whose nearest key is key i (item-level matching of paired rows)."""
-    return float(((queries @ keys.T).argmax(dim=1) == torch.arange(len(queries))).float().mean())
+    scores = _finite(queries @ keys.T, "pair_recall_at_1")
+    return float((scores.argmax(dim=1) == torch.arange(len(queries))).float().mean())
 
 
 def zero_shot_accuracy(
     embeddings: torch.Tensor, labels: Sequence[int] | np.ndarray | torch.Tensor, class_embeddings: torch.Tensor
 ) -> float:
     """Accuracy of assigning each embedding to its most similar class embedding (row c = class c)."""
-    return float(((embeddings @ class_embeddings.T).argmax(dim=1) == _labels(labels)).float().mean())
+    scores = _finite(embeddings @ class_embeddings.T, "zero_shot_accuracy")
+    return float((scores.argmax(dim=1) == _labels(labels)).float().mean())
 
 
 def linear_probe_accuracy(

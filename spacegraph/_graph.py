@@ -4,12 +4,15 @@ into it, an extend bridge one edge from its source into its frozen target.
 A route from modality a to modality b follows head edges from a space that embeds a and from a space that
 embeds b until both land in one common node. Paths of any length compose the same way, so joint spaces bridged
 again, and chains of extend bridges, are multi-hop routes with no other data model. Each bridge's edge costs
-``-log(quality)``; the planner picks the route whose bridges have the best product of measured qualities.
+``-log(quality)``; the planner picks the route whose bridges have the best product of measured qualities. A
+quality is checked to be a number in [0, 1] whenever a cost is taken from it, so no card can make a cost NaN or
+negative.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import math
 import operator
@@ -21,8 +24,9 @@ from typing import Any
 
 import networkx as nx
 import torch
+from pydantic import ValidationError
 
-from ._bridge import Bridge, BridgeFeatures
+from ._bridge import Bridge, BridgeCard, BridgeFeatures
 from ._errors import NoRouteError, UnknownNameError
 from ._features import FeatureStore
 from ._joint import JointSpace
@@ -41,6 +45,18 @@ Via = dict[str, "str | None"]  # node -> the neighbour a search reached it by (N
 LegWalk = tuple[Via, str, bool]  # (a search's via, the node to walk from, whether the walk runs along the leg)
 Triple = tuple[str, str, str]  # (common node, entry of a, entry of b)
 Candidate = tuple[tuple[float, int, str, str, str], LegWalk, LegWalk]  # ((cost, heads, *triple), a's leg, b's leg)
+
+
+def bridge_cost(bridge: Bridge) -> float:
+    """A bridge's edge cost ``-log(quality)`` (>= 0), from its card validated again now: ``card.quality`` is a plain
+    dict, so a card edited after it was read (a NaN, infinite, negative or above-1 quality) is refused here, with
+    the bridge and the field named, instead of being ranked."""
+    try:
+        BridgeCard.model_validate(bridge.card.model_dump())
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"bridge {bridge.name!r} has an invalid card: {problems}") from err
+    return bridge.card.cost
 
 
 @dataclass(frozen=True)
@@ -84,7 +100,7 @@ class Route:
     @property
     def cost(self) -> float:
         """Sum of ``-log(quality)`` over the distinct bridges used."""
-        return sum(bridge.card.cost for bridge in self.bridges)
+        return sum(bridge_cost(bridge) for bridge in self.bridges)
 
     @property
     def expected_quality(self) -> float:
@@ -197,7 +213,7 @@ class _Index:
 
     forward: Costs  # u -> {v: cost of the cheapest head edge u -> v}
     backward: Costs  # v -> {u: the same}
-    joints: dict[str, Bridge]  # joint node -> its bridge, whose cost a plan reads when it plans (as _shared_cost)
+    joints: dict[str, float]  # joint node -> the cost of its bridge, which both legs into it share (_shared_cost)
     entries: dict[Modality, list[str]]  # modality -> the spaces that embed it, in the order they were added
 
 
@@ -315,9 +331,11 @@ class SpaceGraph:
         self._graph.add_node(space.name, space=space, joint=joint, modalities=space.modalities)
 
     def add_bridge(self, bridge: Bridge) -> Bridge:
-        """Add a trained bridge; its spaces must be in the graph with the same weights it was trained on."""
+        """Add a trained bridge; its spaces must be in the graph with the same weights it was trained on, and its
+        card valid (a quality in [0, 1])."""
         if bridge.name in self._bridges:
             raise ValueError(f"the graph already has a bridge named {bridge.name!r}; a bridge is added once")
+        cost = bridge_cost(bridge)
         for name in bridge.space_names:
             if name not in self._graph:
                 raise UnknownNameError(
@@ -327,7 +345,7 @@ class SpaceGraph:
         if bridge.card.kind == "connect":
             self._add_node(JointSpace(bridge, [self.space(n) for n in bridge.space_names]), joint=True)
         for name in bridge.card.headed_spaces:
-            self._graph.add_edge(name, bridge.card.target, bridge=bridge, cost=bridge.card.cost)
+            self._graph.add_edge(name, bridge.card.target, bridge=bridge, cost=cost)
         self._bridges[bridge.name] = bridge
         return bridge
 
@@ -363,7 +381,7 @@ class SpaceGraph:
         if calibrate:
             calibrate_bridges(route, probe, result["mAP"])
             for _, _, edge in self._graph.edges(data=True):
-                edge["cost"] = edge["bridge"].card.cost
+                edge["cost"] = bridge_cost(edge["bridge"])
             self._index_cache = None  # planning reads the new costs
         return result
 
@@ -441,7 +459,7 @@ class SpaceGraph:
             joints, entries = {}, defaultdict(list)
             for node, data in self._graph.nodes(data=True):
                 if data["joint"]:
-                    joints[node] = data["space"].bridge
+                    joints[node] = bridge_cost(data["space"].bridge)
                 else:
                     for modality in data["space"].modalities:
                         entries[modality].append(node)
@@ -451,7 +469,7 @@ class SpaceGraph:
     def _shared_cost(self, node: str) -> float:
         """Both legs into a joint node end with one head each of the same bridge: that bridge counts once."""
         data = self._graph.nodes[node]
-        return data["space"].bridge.card.cost if data["joint"] else 0.0
+        return bridge_cost(data["space"].bridge) if data["joint"] else 0.0
 
     def _meetings(self, entries_a: list[str], entries_b: list[str]) -> tuple[dict[Triple, Candidate], list[Triple]]:
         """The candidates of :meth:`plan` by ``(common node, entry of a, entry of b)``, and the triples of each entry
@@ -471,7 +489,7 @@ class SpaceGraph:
         for node in found_a.keys() & found_b.keys():  # each common node's cheapest meeting
             cost_a, heads_a, entry_a, _ = found_a[node]
             cost_b, heads_b, entry_b, _ = found_b[node]
-            shared = index.joints[node].card.cost if node in index.joints else 0.0  # as _shared_cost
+            shared = index.joints.get(node, 0.0)  # as _shared_cost
             key = (round(cost_a + cost_b - shared, 9), heads_a + heads_b, node, entry_a, entry_b)
             candidates[node, entry_a, entry_b] = key, (via_a, node, False), (via_b, node, False)
             starts_a[node] = (cost_b - shared, heads_b, node)  # may be < 0 (an extend edge into a joint node): fine
@@ -502,14 +520,14 @@ class SpaceGraph:
 
     def leg(self, modality: str | Modality, path: list[str]) -> Leg:
         """The leg that embeds ``modality`` in ``path[0]`` and follows head edges along ``path``."""
-        missing = [(u, v) for u, v in zip(path, path[1:]) if not self._graph.has_edge(u, v)]
+        missing = [(u, v) for u, v in itertools.pairwise(path) if not self._graph.has_edge(u, v)]
         if path[0] not in self._graph or missing:
             raise NoRouteError(f"no head edges along {path}: missing {missing or path[:1]}")
         return self._leg(as_modality(modality), path)
 
     def _leg(self, modality: Modality, path: list[str]) -> Leg:
         steps = []
-        for u, v in zip(path, path[1:]):
+        for u, v in itertools.pairwise(path):
             edge = min(self._graph.get_edge_data(u, v).values(), key=lambda e: e["cost"])
             steps.append((edge["bridge"], u))
         return Leg(modality, self.space(path[0]), tuple(steps))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,9 +55,10 @@ class JointSpace(Space):
         space = self.member(modality)
         return self.bridge.project(space.name, space.encode(modality, batch, batch_size=len(batch)))
 
-    def save(self, folder: str | os.PathLike) -> None:
-        """A joint space is its bridge: the folder is the bridge's, and :meth:`load` needs the same spaces."""
-        self.bridge.save(folder)
+    def save(self, folder: str | os.PathLike) -> Path:
+        """A joint space is its bridge: the folder is the bridge's (saved as :meth:`Bridge.save` does, never over
+        files it did not write), and :meth:`load` needs the same spaces."""
+        return self.bridge.save(folder)
 
     @classmethod
     def load(cls, folder: str | os.PathLike, spaces: Sequence[Space]) -> JointSpace:

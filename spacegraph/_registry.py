@@ -52,7 +52,7 @@ class Registry:
             try:
                 self.add(ep.name, ep.load())
                 self._failed.pop(ep.name, None)
-            except Exception as exc:  # a broken plugin must not break the others
+            except Exception as exc:  # noqa: BLE001 (a broken plugin must not break the others)
                 self._failed[ep.name] = f"{type(exc).__name__}: {exc}"
                 logger.warning(
                     "%s plugin %r (%s) failed to import and is skipped: %s", self.kind, ep.name, ep.value, exc

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -24,7 +26,10 @@ class SpaceSpec(BaseModel):
     modalities: tuple[Modality, ...] = Field(min_length=1)
     dim: int = Field(gt=0)
     normalized: bool = True
-    fingerprint: str = Field(min_length=1, description="Hash of the weights; changes whenever they do.")
+    fingerprint: str = Field(
+        min_length=1,
+        description="Hash of the weights and of every setting that changes an embedding; changes whenever they do.",
+    )
 
     @field_validator("modalities")
     @classmethod
@@ -34,14 +39,60 @@ class SpaceSpec(BaseModel):
         return value
 
 
-def fingerprint_state_dict(state: Mapping[str, torch.Tensor]) -> str:
-    """A short, stable hash of a state dict (names, dtypes, shapes and values)."""
+def fingerprint_state_dict(state: Mapping[str, torch.Tensor], preprocessing: Any = None) -> str:
+    """A short, stable hash of a state dict (names, dtypes, shapes and values) and of ``preprocessing``: every
+    setting outside the weights that changes an embedding (image size and mean, tokenizer, sample rate, point
+    count, ...), as JSON-serialisable data. Without ``preprocessing`` the hash covers the weights alone."""
     digest = hashlib.sha256()
+    if preprocessing is not None:
+        digest.update(b"preprocessing|" + json.dumps(preprocessing, sort_keys=True, default=str).encode() + b"|")
     for name in sorted(state):
         tensor = state[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return "sha256:" + digest.hexdigest()[:16]
+
+
+def json_digest(data: Any) -> str:
+    """A short sha256 of JSON-serialisable ``data`` (keys sorted), e.g. a tokenizer's vocabulary in a fingerprint."""
+    text = json.dumps(data, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
+    """What decides how a Hugging Face tokenizer tokenises, for a fingerprint: its class, length and side settings
+    and a hash of its rules: a fast tokenizer's whole serialised pipeline (normaliser, vocabulary, merges, special
+    tokens, post-processor; without the truncation and padding each call sets), else its vocabulary."""
+    identity = {"class": type(tokenizer).__qualname__}
+    for setting in ("model_max_length", "padding_side", "truncation_side"):
+        identity[setting] = getattr(tokenizer, setting, None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        pipeline = json.loads(backend.to_str())
+        for per_call in ("truncation", "padding"):
+            pipeline.pop(per_call, None)
+        identity["pipeline"] = json_digest(pipeline)
+    else:
+        identity["vocabulary"] = json_digest(sorted(tokenizer.get_vocab().items()))
+    return identity
+
+
+def model_config_identity(config: Any) -> dict[str, Any]:
+    """A transformers model config's settings that differ from the defaults (activation, norm eps, sizes, ...),
+    without the library version or the path it was loaded from, which change no embedding."""
+    settings = config.to_diff_dict()
+    for key in ("transformers_version", "_name_or_path", "_commit_hash"):
+        settings.pop(key, None)
+    return settings
+
+
+_BATCH_START: ContextVar[int] = ContextVar("spacegraph_batch_start", default=0)
+
+
+def enumerate_batch(batch: Iterable[Any]) -> Iterator[tuple[int, Any]]:
+    """``(index, item)`` over a batch that :meth:`Space.encode` passed to ``_encode_batch``, the index counted over
+    all of the caller's inputs, so that an error names the item the user gave."""
+    return enumerate(batch, start=_BATCH_START.get())
 
 
 def check_embeddings(embeddings: torch.Tensor, dim: int, what: str) -> torch.Tensor:
@@ -70,7 +121,8 @@ class Space(abc.ABC):
     """Base class for space plugins.
 
     Subclasses set ``self.spec`` and implement :meth:`_encode_batch`; :meth:`encode` does the batching,
-    inference mode, validation and normalisation for them.
+    inference mode, validation and normalisation for them. An error about one item names it by its index over the
+    whole call when the subclass numbers the batch with :func:`enumerate_batch`.
     """
 
     spec: SpaceSpec
@@ -123,12 +175,21 @@ class Space(abc.ABC):
             self.to(device)
         chunks = []
         starts = range(0, n, batch_size)
+        if show_progress_bar:  # only then: any tqdm, even a disabled one, starts a monitor thread (unsafe to fork)
+            starts = tqdm(starts, desc=f"{self.spec.name}:{modality.value}")
         with torch.inference_mode():
-            for start in tqdm(starts, desc=f"{self.spec.name}:{modality.value}", disable=not show_progress_bar):
-                out = self._encode_batch(modality, inputs[start : start + batch_size])
-                chunks.append(out.float().cpu())
+            for start in starts:
+                chunks.append(self._encode_slice(modality, inputs, start, batch_size))
         embeddings = check_embeddings(torch.cat(chunks), self.spec.dim, f"{self.spec.name} {modality.value} output")
         return torch.nn.functional.normalize(embeddings, dim=-1) if normalize else embeddings
+
+    def _encode_slice(self, modality: Modality, inputs: Any, start: int, batch_size: int) -> torch.Tensor:
+        """Embed ``inputs[start : start + batch_size]``; :func:`enumerate_batch` numbers its items from ``start``."""
+        token = _BATCH_START.set(start)
+        try:
+            return self._encode_batch(modality, inputs[start : start + batch_size]).float().cpu()
+        finally:
+            _BATCH_START.reset(token)
 
     @abc.abstractmethod
     def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:

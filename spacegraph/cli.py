@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from ._atomic import write_text_atomic
@@ -15,7 +16,24 @@ from ._atomic import write_text_atomic
 DEFAULT_DATA = os.environ.get("SPACEGRAPH_DATA", "../shared/data")
 
 
+def _check_writable(path: Path, option: str, *, folder: bool) -> None:
+    """Refuse, before any work, an output that cannot be written: a file where a folder must be (at the path or
+    above it), a folder where a file must be, or a folder where no file can be created."""
+    if not folder and path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give the path of a file to write")
+    target = path if folder else path.parent
+    existing = next(parent for parent in (target, *target.parents) if parent.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{option} {path}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ValueError(f"{option} {path}: cannot write in {existing} ({err.strerror or err})") from err
+
+
 def _demo(args: argparse.Namespace) -> int:
+    _check_writable(Path(args.out), "--out", folder=True)
     import spacegraph as sg
 
     from .bench import digits
@@ -36,6 +54,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    out = Path(args.out or f"runs/bench-{args.name}")
+    _check_writable(out, "--out", folder=True)
+    if args.json:
+        _check_writable(Path(args.json), "--json", folder=False)
     bench = importlib.import_module(f"spacegraph.bench.{args.name}")
     options = {"progress": not args.quiet}
     if args.name == "hard":
@@ -44,7 +66,7 @@ def _bench(args: argparse.Namespace) -> int:
         options["config"] = {"seed": args.seed}
     if args.name in ("digits", "hard"):
         options["ablations"] = not args.no_ablations
-    record = bench.bench(args.data, args.out or f"runs/bench-{args.name}", **options)
+    record = bench.bench(args.data, out, **options)
     print(bench.summary(record))
     if args.json:
         write_text_atomic(args.json, json.dumps(record, indent=2))
@@ -91,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, KeyError, ImportError) as exc:
+    except (ValueError, KeyError, ImportError, OSError) as exc:  # OSError: FileNotFoundError, PermissionError, ...
         print(f"spacegraph: error: {exc}", file=sys.stderr)
         return 2
 

@@ -8,7 +8,7 @@ uni+bigrams), so the two text spaces genuinely differ. Weights come from ``examp
 from __future__ import annotations
 
 import abc
-import json
+import itertools
 import math
 import re
 import zlib
@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
+from spacegraph._space import enumerate_batch
+from spacegraph._weights import layout_problems, read_tensors, tensor_problem
 
+from .data_files import read_json
 from .media import check_texts, load_audio, load_image
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -48,7 +50,7 @@ def char_trigram_ids(text: str, buckets: int) -> list[int]:
 def word_ngram_ids(text: str, buckets: int) -> list[int]:
     """Hashed word unigrams and bigrams (regex ``\\w+``, lowercased)."""
     words = re.findall(r"\w+", text.lower())
-    tokens = words + [f"{a} {b}" for a, b in zip(words, words[1:])]
+    tokens = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
     return [_bucket(token, buckets) for token in tokens]
 
 
@@ -61,7 +63,7 @@ TOKENIZERS: dict[str, Callable[[str, int], list[int]]] = {
 def tokenize_batch(texts: Sequence[Any], tokenizer: str, buckets: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat ids and bag offsets for ``nn.EmbeddingBag``; refuses non-str, blank or token-less items."""
     ids, offsets = [], []
-    for i, text in enumerate(check_texts(texts)):
+    for i, text in enumerate_batch(check_texts(texts)):
         item_ids = TOKENIZERS[tokenizer](text, buckets)
         if not item_ids:
             raise ValueError(f"text item {i} ({text!r}) has no word characters to embed")
@@ -202,20 +204,27 @@ class DigitsModel(nn.Module):
 
 
 def load_weights(folder: Path, name: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """``config.json`` and ``model.safetensors`` from ``folder``; checks the config is for space ``name``."""
+    """``config.json`` and ``model.safetensors`` from ``folder``; checks the config is for space ``name`` and every
+    weight and BatchNorm statistic is usable (finite, variances >= 0)."""
     config_path, weights_path = folder / "config.json", folder / "model.safetensors"
     for path in (config_path, weights_path):
         if not path.exists():
             raise FileNotFoundError(f"missing {path}; the training scripts in examples/ write it, or pass weights_dir")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    if config.get("name") != name:
-        raise ValueError(f"{config_path} is for space {config.get('name')!r}, expected {name!r}")
-    return config, load_file(str(weights_path))
+    config = read_json(config_path)
+    found = config.get("name") if isinstance(config, dict) else f"a JSON {type(config).__name__}"
+    if found != name:
+        raise ValueError(f"{config_path} is for space {found!r}, expected {name!r}")
+    state = read_tensors(weights_path)
+    problems = [problem for key in sorted(state) if (problem := tensor_problem(key, state[key]))]
+    if problems:
+        raise ValueError(f"{weights_path}: {'; '.join(problems[:5])}; these weights are damaged, copy them again")
+    return config, state
 
 
 class SmallSpace(Space):
     """A small space trained here: ``config.json`` + ``model.safetensors`` under ``spaces/assets/<NAME>/`` (or
-    ``weights_dir``), built as ``MODEL(config)``."""
+    ``weights_dir``), built as ``MODEL(config)``. Every setting in ``config.json`` shapes the embeddings (input size,
+    mean and std, sample rate, mel settings, tokenizer, point count, ...), so the fingerprint covers all of it."""
 
     NAME: str
     MODEL: Callable[[dict], nn.Module]
@@ -224,16 +233,32 @@ class SmallSpace(Space):
         super().__init__()
         folder = Path(weights_dir) if weights_dir is not None else ASSETS / self.NAME
         self.config, state = load_weights(folder, self.NAME)
-        self.model = self.MODEL(self.config)
-        self.model.load_state_dict(state)
-        self.model.eval()
+        self.model = self._build(folder, state)
         self.spec = SpaceSpec(
             name=self.NAME,
             modalities=tuple(self.config["modalities"]),
             dim=self.config["dim"],
             normalized=True,
-            fingerprint=fingerprint_state_dict(state),
+            fingerprint=fingerprint_state_dict(state, preprocessing=self.config),
         )
+
+    def _build(self, folder: Path, state: dict[str, torch.Tensor]) -> nn.Module:
+        """``MODEL(config)`` holding ``state``, in eval mode; a ValueError naming the file if they do not fit."""
+        try:
+            model = self.MODEL(self.config)
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise ValueError(
+                f"{folder / 'config.json'}: not a {self.NAME} config ({type(err).__name__}: {err})"
+            ) from err
+        expected = {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
+        problems = layout_problems({key: tuple(tensor.shape) for key, tensor in state.items()}, expected)
+        if problems:
+            raise ValueError(
+                f"{folder / 'model.safetensors'} does not fit {folder / 'config.json'}: {'; '.join(problems[:5])}; "
+                "copy both again from the same training run"
+            )
+        model.load_state_dict(state)
+        return model.eval()
 
     def to(self, device: str | torch.device) -> SmallSpace:
         super().to(device)
@@ -249,12 +274,12 @@ class _DigitsSpace(SmallSpace):
             text = self.config["text"]
             ids, offsets = tokenize_batch(batch, text["tokenizer"], text["buckets"])
             return self.model.towers["text"](ids.to(self.device), offsets.to(self.device))
-        media = torch.from_numpy(np.stack([self._prepare(item) for item in batch]))
-        return self.model.towers[modality.value](media.to(self.device))
+        arrays = [self._prepare(item, f"{modality.value} item {i}") for i, item in enumerate_batch(batch)]
+        return self.model.towers[modality.value](torch.from_numpy(np.stack(arrays)).to(self.device))
 
     @abc.abstractmethod
-    def _prepare(self, item: Any) -> np.ndarray:
-        """One media input as the fixed-size float32 array its tower takes."""
+    def _prepare(self, item: Any, what: str) -> np.ndarray:
+        """One media input as the fixed-size float32 array its tower takes; errors start with ``what``."""
 
 
 class DigitsAudioTextSpace(_DigitsSpace):
@@ -262,9 +287,9 @@ class DigitsAudioTextSpace(_DigitsSpace):
 
     NAME = "digits-audio-text"
 
-    def _prepare(self, item: Any) -> np.ndarray:
+    def _prepare(self, item: Any, what: str) -> np.ndarray:
         cfg = self.config["audio"]
-        return fix_length(peak_normalize(load_audio(item, cfg["sample_rate"])), cfg["n_samples"])
+        return fix_length(peak_normalize(load_audio(item, cfg["sample_rate"], what)), cfg["n_samples"])
 
 
 class DigitsImageTextSpace(_DigitsSpace):
@@ -272,5 +297,5 @@ class DigitsImageTextSpace(_DigitsSpace):
 
     NAME = "digits-image-text"
 
-    def _prepare(self, item: Any) -> np.ndarray:
-        return load_image(item, self.config["image"]["size"])
+    def _prepare(self, item: Any, what: str) -> np.ndarray:
+        return load_image(item, self.config["image"]["size"], what)

@@ -6,12 +6,12 @@ text rows and a small demo slice under ``spaces/assets`` so the package works wi
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from pathlib import Path
 
 import numpy as np
+
+from .data_files import read_json, read_npz, read_synsets
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLES = ASSETS / "samples"
@@ -31,7 +31,7 @@ DIGIT_SYNSETS: tuple[str, ...] = (
 )
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 TEMPLATES = ("the number {m}", "the digit {m}", "{m} as a numeral", "a count of {m}", "the quantity {m}")
-FSDD_TEST_TAKES = range(0, 5)
+FSDD_TEST_TAKES = range(5)
 MNIST_TRAIN_PER_CLASS = 400
 _FSDD_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)$")
 
@@ -85,8 +85,8 @@ def fsdd_split(data_dir: str | Path) -> dict:
 
 def mnist_split(data_dir: str | Path) -> dict:
     """The 5k MNIST subset split per class in stored order: first 400 train, last 100 test."""
-    with np.load(_require(Path(data_dir) / "mnist5k" / "mnist5k.npz")) as data:
-        images, labels = data["images"], data["label"].astype(np.int64)
+    data = read_npz(_require(Path(data_dir) / "mnist5k" / "mnist5k.npz"), ("images", "label"))
+    images, labels = data["images"], data["label"].astype(np.int64)
     rank = np.zeros(len(labels), dtype=np.int64)
     for digit in np.unique(labels):
         idx = np.flatnonzero(labels == digit)
@@ -100,10 +100,14 @@ def mnist_split(data_dir: str | Path) -> dict:
     }
 
 
+def oewn_synsets(data_dir: str | Path) -> dict[str, dict]:
+    """The OEWN noun synsets (``oewn/oewn_nouns.json.gz``), checked to hold the ten digit synsets."""
+    return read_synsets(_require(Path(data_dir) / "oewn" / "oewn_nouns.json.gz"), DIGIT_SYNSETS)
+
+
 def digit_texts_from_oewn(data_dir: str | Path) -> list[dict]:
     """Every member, definition, example and templated member phrase of the ten digit synsets."""
-    with gzip.open(_require(Path(data_dir) / "oewn" / "oewn_nouns.json.gz"), "rt", encoding="utf-8") as f:
-        synsets = json.load(f)
+    synsets = oewn_synsets(data_dir)
     rows, seen = [], set()
 
     def add(text: str, digit: int, source: str) -> None:
@@ -128,7 +132,7 @@ def digit_texts_from_oewn(data_dir: str | Path) -> list[dict]:
 
 def load_digit_texts() -> list[dict]:
     """The shipped OEWN digit text rows (``spaces/assets/digit_texts.json``)."""
-    return json.loads(_require_asset(ASSETS / "digit_texts.json").read_text(encoding="utf-8"))
+    return read_json(_require_asset(ASSETS / "digit_texts.json"))
 
 
 def class_prompts() -> list[str]:
@@ -147,8 +151,8 @@ def load_demo_samples() -> dict:
     """The shipped demo slice: FSDD clips as FLAC and MNIST images. Labels are for evaluation only."""
     query_paths, query_labels = _flac_split(SAMPLES / "audio_queries")
     memory_paths, memory_labels = _flac_split(SAMPLES / "audio_memory")
-    with np.load(_require_asset(SAMPLES / "images.npz")) as data:
-        images = {key: data[key] for key in data.files}
+    keys = ("gallery", "gallery_labels", "memory", "memory_labels")
+    images = read_npz(_require_asset(SAMPLES / "images.npz"), keys)
     return {
         "audio_query_paths": query_paths,
         "audio_query_labels": query_labels,

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spacegraph import Modality
+from spacegraph._space import enumerate_batch
 
 from .digits import ImageTower, SmallSpace
 from .media import load_image
@@ -141,7 +142,10 @@ def check_lowres(item: Any, what: str = "lowres_image item") -> np.ndarray:
         item = item.detach().cpu().float().numpy()
     if isinstance(item, (str, bytes, Path)):
         raise TypeError(f"{what}: got a {type(item).__name__}; {LOWRES_ACCEPTED}")
-    arr = np.asarray(item)
+    try:
+        arr = np.asarray(item)
+    except (ValueError, TypeError) as err:  # ragged nested lists
+        raise ValueError(f"{what}: not a rectangular array of numbers ({err}); {LOWRES_ACCEPTED}") from err
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{what}: values must be numbers, got dtype {arr.dtype}; {LOWRES_ACCEPTED}")
     if arr.shape not in ((LOWRES_SIDE, LOWRES_SIDE), (LOWRES_SIDE * LOWRES_SIDE,)):
@@ -173,11 +177,11 @@ class DigitsLowresSpace(SmallSpace):
     NAME = "digits-image-lowres"
     MODEL = LowresModel
 
-    def _prepare(self, modality: Modality, item: Any) -> np.ndarray:
+    def _prepare(self, modality: Modality, item: Any, what: str) -> np.ndarray:
         if modality is Modality.IMAGE:
-            return load_image(item, self.config["image"]["size"])
-        return check_lowres(item) / LOWRES_MAX
+            return load_image(item, self.config["image"]["size"], what)
+        return check_lowres(item, what) / LOWRES_MAX
 
     def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
-        arrays = torch.from_numpy(np.stack([self._prepare(modality, item) for item in batch]))
-        return self.model.towers[modality.value](arrays.to(self.device))
+        arrays = [self._prepare(modality, item, f"{modality.value} item {i}") for i, item in enumerate_batch(batch)]
+        return self.model.towers[modality.value](torch.from_numpy(np.stack(arrays)).to(self.device))

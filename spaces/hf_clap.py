@@ -29,8 +29,9 @@ import torch
 
 from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
 from spacegraph._optional import require
+from spacegraph._space import model_config_identity, tokenizer_identity
 
-from .media import check_texts, load_audio
+from .media import check_texts, load_audios
 
 FUSION_SEED = 0
 
@@ -62,6 +63,7 @@ class HFClapSpace(Space):
     Audio: paths to files soundfile reads (WAV, FLAC, OGG, MP3, ...), numpy arrays / tensors at the feature
     extractor's ``sampling_rate``, or ``(array, sample_rate)`` tuples at any rate; mono or multi-channel
     (averaged), resampled to ``sampling_rate``. Text: non-empty str, truncated to the text tower's length.
+    The fingerprint covers the weights, the model config, the feature extractor's settings and the tokenizer.
     """
 
     def __init__(self, model_name_or_path: str | Path, *, device: str | torch.device = "cpu", name: str | None = None):
@@ -76,9 +78,21 @@ class HFClapSpace(Space):
             modalities=(Modality.AUDIO, Modality.TEXT),
             dim=self.model.config.projection_dim,
             normalized=True,
-            fingerprint=fingerprint_state_dict(self.model.state_dict()),
+            fingerprint=fingerprint_state_dict(self.model.state_dict(), self._preprocessing()),
         )
         self.to(device)
+
+    def _preprocessing(self) -> dict[str, Any]:
+        """Every setting outside the weights that changes an embedding, for the fingerprint. The extractor's mel
+        filters are left out (``to_dict`` drops them: they follow from its other settings), as is its default
+        ``truncation``, which :meth:`_audio_features` overrides."""
+        extractor = self.processor.feature_extractor.to_dict()
+        extractor.pop("truncation", None)
+        return {
+            "model": model_config_identity(self.model.config),
+            "audio": extractor,
+            "tokenizer": tokenizer_identity(self.processor.tokenizer),
+        }
 
     def to(self, device: str | torch.device) -> HFClapSpace:
         super().to(device)
@@ -88,7 +102,7 @@ class HFClapSpace(Space):
     def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
         if modality is Modality.TEXT:
             return self._encode_text(check_texts(batch))
-        features = [self._audio_features(load_audio(item, self.sampling_rate)) for item in batch]
+        features = [self._audio_features(wave) for wave in load_audios(batch, self.sampling_rate)]
         mels = torch.from_numpy(np.stack([mel for mel, _ in features])).to(self.device, self.model.dtype)
         is_longer = torch.tensor([[longer] for _, longer in features], device=self.device)
         return _pooled(self.model.get_audio_features(input_features=mels, is_longer=is_longer))

@@ -11,8 +11,9 @@ import torch
 
 from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
 from spacegraph._optional import require
+from spacegraph._space import model_config_identity, tokenizer_identity
 
-from .media import check_texts, load_rgb_image
+from .media import check_texts, load_rgb_images
 
 
 def _features(output: Any) -> torch.Tensor:
@@ -25,7 +26,8 @@ class HFCLIPSpace(Space):
 
     ``CLIPModel`` and ``CLIPProcessor`` load with ``from_pretrained``; the processor prepares images (any input
     :func:`~spacegraph_spaces.media.load_rgb_image` reads) and tokenises texts, which are truncated to the text
-    model's ``max_position_embeddings`` tokens (77 for the OpenAI checkpoints).
+    model's ``max_position_embeddings`` tokens (77 for the OpenAI checkpoints). The fingerprint covers the weights,
+    the model config, the image processor's settings (size, crop, mean, std, resampling, ...) and the tokenizer.
     """
 
     def __init__(self, model_name_or_path: str, *, device: str | torch.device = "cpu", name: str | None = None) -> None:
@@ -38,9 +40,18 @@ class HFCLIPSpace(Space):
             name=name or f"hf-clip:{model_name_or_path}",
             modalities=(Modality.IMAGE, Modality.TEXT),
             dim=self.model.config.projection_dim,
-            fingerprint=fingerprint_state_dict(self.model.state_dict()),
+            fingerprint=fingerprint_state_dict(self.model.state_dict(), self._preprocessing()),
         )
         self.to(device)
+
+    def _preprocessing(self) -> dict[str, Any]:
+        """Every setting outside the weights that changes an embedding, for the fingerprint."""
+        return {
+            "model": model_config_identity(self.model.config),
+            "image": self.processor.image_processor.to_dict(),
+            "tokenizer": tokenizer_identity(self.processor.tokenizer),
+            "max_length": self.max_length,
+        }
 
     def to(self, device: str | torch.device) -> HFCLIPSpace:
         super().to(device)
@@ -53,5 +64,5 @@ class HFCLIPSpace(Space):
                 text=check_texts(batch), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
             )
             return _features(self.model.get_text_features(**tokens.to(self.device)))
-        images = self.processor(images=[load_rgb_image(item) for item in batch], return_tensors="pt")
+        images = self.processor(images=load_rgb_images(batch), return_tensors="pt")
         return _features(self.model.get_image_features(pixel_values=images["pixel_values"].to(self.device)))

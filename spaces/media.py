@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +17,27 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from scipy.signal import resample_poly
 
+from spacegraph._space import enumerate_batch
+
 AUDIO_ACCEPTED = (
     "accepted audio: paths to files soundfile reads (WAV, FLAC, OGG, MP3, AIFF, ...), numpy arrays / tensors at "
     "the space's sample rate, or (array, sample_rate) tuples at any rate; 2-D [samples, channels] or "
-    "[channels, samples] is averaged to mono, integer PCM is scaled to [-1, 1]"
+    "[channels, samples] is averaged to mono, integer PCM is scaled to [-1, 1], float16/bfloat16 is read as float32"
 )
 IMAGE_ACCEPTED = (
     "accepted images: paths to files Pillow opens (PNG, JPEG, BMP, GIF, TIFF, ...), PIL images of any mode, or "
-    "numpy arrays / tensors shaped [H, W], [H, W, C] or [C, H, W] with C in 1/3/4 (uint8, uint16, or float in [0, 1])"
+    "numpy arrays / tensors shaped [H, W], [H, W, C] or [C, H, W] with C in 1/3/4 (uint8, uint16, or float in [0, 1]; "
+    "float16/bfloat16 is read as float32), at least 1x1 pixels"
 )
 _MAX_CHANNELS = 8
+
+
+def _numpy(item: Any) -> Any:
+    """A tensor as a numpy array, float16/bfloat16 as float32 (numpy has no bfloat16); anything else as it is."""
+    if not isinstance(item, torch.Tensor):
+        return item
+    tensor = item.detach().cpu().resolve_conj().resolve_neg()
+    return (tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor).numpy()
 
 
 def _float_wave(wave: np.ndarray, what: str) -> np.ndarray:
@@ -49,9 +60,11 @@ def _mono_checked(wave: np.ndarray, what: str) -> np.ndarray:
     elif wave.ndim != 1:
         shape = list(wave.shape)
         raise ValueError(f"{what}: audio array of shape {shape} is not 1-D (or 2-D channels); {AUDIO_ACCEPTED}")
+    with np.errstate(over="ignore"):
+        wave = wave.astype(np.float32)
     if not np.isfinite(wave).all():
-        raise ValueError(f"{what}: audio contains NaN or inf")
-    return wave.astype(np.float32)
+        raise ValueError(f"{what}: audio contains NaN or inf (or values beyond float32's range)")
+    return wave
 
 
 def _resampled(wave: np.ndarray, rate: int, sample_rate: int, what: str) -> np.ndarray:
@@ -62,47 +75,51 @@ def _resampled(wave: np.ndarray, rate: int, sample_rate: int, what: str) -> np.n
     return _mono_checked(resample_poly(wave, sample_rate // g, rate // g), what)
 
 
-def _read_audio_file(path: Path, sample_rate: int) -> np.ndarray:
+def _read_audio_file(path: Path, sample_rate: int, what: str) -> np.ndarray:
     if not path.exists():
-        raise FileNotFoundError(f"audio file not found: {path}")
+        raise FileNotFoundError(f"{what}: audio file not found: {path}")
     if path.is_dir():
-        raise ValueError(f"{path} is a folder, not an audio file; {AUDIO_ACCEPTED}")
+        raise ValueError(f"{what}: {path} is a folder, not an audio file; {AUDIO_ACCEPTED}")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise ValueError(f"could not read audio file {path} ({err}); {AUDIO_ACCEPTED}") from err
-    return _resampled(_mono_checked(data, str(path)), rate, sample_rate, str(path))
+        raise ValueError(f"{what}: could not read audio file {path} ({err}); {AUDIO_ACCEPTED}") from err
+    what = f"{what}, file {path}"
+    return _resampled(_mono_checked(data, what), rate, sample_rate, what)
 
 
 def _audio_array(item: Any, what: str) -> np.ndarray:
-    """A numpy array from a numpy array or tensor (bfloat16/half tensors as float32)."""
-    if isinstance(item, torch.Tensor):
-        tensor = item.detach().cpu()
-        item = (tensor.float() if tensor.is_floating_point() else tensor).numpy()
+    """A numpy array from a numpy array or tensor."""
+    item = _numpy(item)
     if not isinstance(item, np.ndarray):
         raise TypeError(f"{what} of type {type(item).__name__} is not supported; {AUDIO_ACCEPTED}")
     return item
 
 
-def _sample_rate(rate: Any) -> int:
+def _sample_rate(rate: Any, what: str) -> int:
     if isinstance(rate, bool) or not isinstance(rate, numbers.Integral) or rate <= 0:
-        raise ValueError(f"audio (array, sample_rate) tuple: sample_rate must be a positive int, got {rate!r}")
+        raise ValueError(f"{what}: sample_rate must be a positive int, got {rate!r}")
     return int(rate)
 
 
-def load_audio(item: Any, sample_rate: int) -> np.ndarray:
-    """One audio input as a mono float32 waveform at ``sample_rate`` Hz.
+def load_audio(item: Any, sample_rate: int, what: str = "audio item") -> np.ndarray:
+    """One audio input as a mono float32 waveform at ``sample_rate`` Hz; errors start with ``what``.
 
     ``item``: a file path (resampled from the file's rate), a numpy array or tensor already at ``sample_rate``, or
     an ``(array, rate)`` tuple (resampled from ``rate``; ``soundfile.read`` returns one).
     """
     if isinstance(item, (str, Path)):
-        return _read_audio_file(Path(item), sample_rate)
+        return _read_audio_file(Path(item), sample_rate, what)
     if isinstance(item, tuple) and len(item) == 2:
-        what = "audio (array, sample_rate) tuple"
+        what = f"{what} (array, sample_rate) tuple"
         wave = _mono_checked(_audio_array(item[0], f"{what}: array"), what)
-        return _resampled(wave, _sample_rate(item[1]), sample_rate, what)
-    return _mono_checked(_audio_array(item, "audio item"), "audio array")
+        return _resampled(wave, _sample_rate(item[1], what), sample_rate, what)
+    return _mono_checked(_audio_array(item, what), what)
+
+
+def load_audios(batch: Sequence[Any], sample_rate: int) -> list[np.ndarray]:
+    """Each audio input of a batch as :func:`load_audio` reads it; errors name the item's index."""
+    return [load_audio(item, sample_rate, f"audio item {i}") for i, item in enumerate_batch(batch)]
 
 
 def _float_image(arr: np.ndarray, what: str) -> np.ndarray:
@@ -120,6 +137,11 @@ def _float_image(arr: np.ndarray, what: str) -> np.ndarray:
             raise ValueError(f"{what}: float image values must lie in [0, 1], got [{arr.min():g}, {arr.max():g}]")
         return arr.astype(np.float32)
     raise TypeError(f"{what}: image dtype {arr.dtype} is not supported; {IMAGE_ACCEPTED}")
+
+
+def _image_array(item: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
+    """A numpy array or tensor image as float32 in [0, 1] (its shape not yet checked)."""
+    return _float_image(_numpy(item), what)
 
 
 def _channels_last(arr: np.ndarray, what: str) -> np.ndarray:
@@ -152,15 +174,21 @@ def _rgb_pil(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(np.round(arr * 255.0).astype(np.uint8), "RGB")
 
 
-def _pil_to_float(image: Image.Image) -> np.ndarray:
+def _check_pil_size(image: Image.Image, what: str) -> None:
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"{what}: a {image.width}x{image.height} PIL image has no pixels; {IMAGE_ACCEPTED}")
+
+
+def _pil_to_float(image: Image.Image, what: str) -> np.ndarray:
     """Any PIL mode as float32 grayscale in [0, 1]."""
+    _check_pil_size(image, what)
     if image.mode.startswith("I;16"):
         return np.asarray(image, dtype=np.float32) / 65535.0
     if image.mode == "I":
         arr = np.asarray(image, dtype=np.float32)
         return np.clip(arr / (255.0 if arr.max() <= 255 else 65535.0), 0.0, 1.0)
     if image.mode == "F":
-        return _float_image(np.asarray(image, dtype=np.float32), "PIL image (mode F)")
+        return _float_image(np.asarray(image, dtype=np.float32), f"{what} (PIL image, mode F)")
     if image.mode == "P":
         image = image.convert("RGBA")
     if "A" in image.getbands():
@@ -169,64 +197,87 @@ def _pil_to_float(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
 
 
-def _pil_to_rgb(image: Image.Image) -> Image.Image:
+def _pil_to_rgb(image: Image.Image, what: str) -> Image.Image:
     """Any PIL mode as 8-bit RGB: 16/32-bit and float modes scaled as grayscale, alpha composited over black."""
+    _check_pil_size(image, what)
     if image.mode.startswith("I") or image.mode == "F":
-        return _rgb_pil(_rgb(_pil_to_float(image), f"PIL image (mode {image.mode})"))
+        return _rgb_pil(_rgb(_pil_to_float(image, what), f"{what} (PIL image, mode {image.mode})"))
     if image.mode == "P":
         image = image.convert("RGBA")
     if "A" in image.getbands():
-        return _rgb_pil(_rgb(np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0, "PIL image"))
+        return _rgb_pil(_rgb(np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0, f"{what} (PIL image)"))
     return image.convert("RGB")
 
 
-def _read_image_file(path: Path, convert: Callable[[Image.Image], Any] = _pil_to_float) -> Any:
+def _read_image_file(path: Path, what: str) -> Image.Image:
+    """The image file at ``path``, decoded in full."""
     if not path.exists():
-        raise FileNotFoundError(f"image file not found: {path}")
+        raise FileNotFoundError(f"{what}: image file not found: {path}")
     if path.is_dir():
-        raise ValueError(f"{path} is a folder, not an image file; {IMAGE_ACCEPTED}")
+        raise ValueError(f"{what}: {path} is a folder, not an image file; {IMAGE_ACCEPTED}")
     try:
         with Image.open(path) as image:
             image.load()
-            return convert(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"could not read image file {path} ({err}); {IMAGE_ACCEPTED}") from err
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{what}: could not read image file {path} ({err}); {IMAGE_ACCEPTED}") from err
+    return image
 
 
-def load_image(item: Any, size: int) -> np.ndarray:
-    """One image input as float32 grayscale ``[size, size]`` in [0, 1]."""
+def _unsupported_image(item: Any, what: str) -> TypeError:
+    return TypeError(f"{what} of type {type(item).__name__} is not supported; {IMAGE_ACCEPTED}")
+
+
+def load_image(item: Any, size: int, what: str = "image item") -> np.ndarray:
+    """One image input as float32 grayscale ``[size, size]`` in [0, 1]; errors start with ``what``."""
     if isinstance(item, (str, Path)):
-        arr = _read_image_file(Path(item))
+        arr = _pil_to_float(_read_image_file(Path(item), what), f"{what}, file {item}")
     elif isinstance(item, Image.Image):
-        arr = _pil_to_float(item)
+        arr = _pil_to_float(item, what)
     elif isinstance(item, (np.ndarray, torch.Tensor)):
-        arr = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
-        arr = _gray(_float_image(arr, "image array"), "image array")
+        arr = _gray(_image_array(item, what), what)
     else:
-        raise TypeError(f"image item of type {type(item).__name__} is not supported; {IMAGE_ACCEPTED}")
+        raise _unsupported_image(item, what)
     if arr.shape != (size, size):
         resized = Image.fromarray(np.ascontiguousarray(arr, np.float32)).resize((size, size), Image.Resampling.BILINEAR)
         arr = np.asarray(resized)
     return arr
 
 
-def load_rgb_image(item: Any) -> Image.Image:
-    """One image input as an 8-bit RGB PIL image at its own size, for models that bring their own preprocessing."""
+def load_images(batch: Sequence[Any], size: int) -> list[np.ndarray]:
+    """Each image input of a batch as :func:`load_image` reads it; errors name the item's index."""
+    return [load_image(item, size, f"image item {i}") for i, item in enumerate_batch(batch)]
+
+
+def load_rgb_image(item: Any, what: str = "image item") -> Image.Image:
+    """One image input as an 8-bit RGB PIL image at its own size, for models that bring their own preprocessing;
+    errors start with ``what``."""
     if isinstance(item, (str, Path)):
-        return _read_image_file(Path(item), _pil_to_rgb)
+        return _pil_to_rgb(_read_image_file(Path(item), what), f"{what}, file {item}")
     if isinstance(item, Image.Image):
-        return _pil_to_rgb(item)
+        return _pil_to_rgb(item, what)
     if isinstance(item, (np.ndarray, torch.Tensor)):
-        arr = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
-        return _rgb_pil(_rgb(_float_image(arr, "image array"), "image array"))
-    raise TypeError(f"image item of type {type(item).__name__} is not supported; {IMAGE_ACCEPTED}")
+        return _rgb_pil(_rgb(_image_array(item, what), what))
+    raise _unsupported_image(item, what)
+
+
+def load_rgb_images(batch: Sequence[Any]) -> list[Image.Image]:
+    """Each image input of a batch as :func:`load_rgb_image` reads it; errors name the item's index."""
+    return [load_rgb_image(item, f"image item {i}") for i, item in enumerate_batch(batch)]
 
 
 def check_texts(batch: Sequence[Any]) -> list[str]:
-    """The batch as a list of str; TypeError for a non-str item, ValueError for an empty or whitespace-only one."""
-    for i, text in enumerate(batch):
+    """The batch as a list of str; TypeError for a non-str item, ValueError for an empty or whitespace-only one or
+    one that is not valid Unicode (a lone surrogate, which no tokenizer can encode)."""
+    for i, text in enumerate_batch(batch):
         if not isinstance(text, str):
             raise TypeError(f"text item {i} is a {type(text).__name__}; text inputs must be str")
         if not text.strip():
             raise ValueError(f"text item {i} is empty or whitespace only; pass non-empty strings")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(
+                f"text item {i} holds a lone surrogate {text[err.start]!r} at character {err.start}, which is not "
+                "valid Unicode; pass text that encodes as UTF-8 (decode bytes with errors='replace')"
+            ) from err
     return [str(text) for text in batch]

@@ -11,10 +11,35 @@ import torch
 
 from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
 from spacegraph._optional import require
+from spacegraph._space import json_digest, tokenizer_identity
 
-from .media import check_texts, load_rgb_image
+from .media import check_texts, load_rgb_images
 
 PRECISIONS = ("fp32", "amp")
+
+
+def _function_name(function: Any) -> str | None:
+    """A (possibly partial) function's qualified name, stable across processes (its repr holds an address)."""
+    return None if function is None else getattr(function, "func", function).__qualname__
+
+
+def open_clip_tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
+    """What decides how an open_clip tokenizer tokenises: its class, context length and text cleaning, and its own
+    BPE vocabulary and merges or the Hugging Face tokenizer it wraps."""
+    identity = {
+        "class": type(tokenizer).__qualname__,
+        "context_length": tokenizer.context_length,
+        "clean": _function_name(getattr(tokenizer, "clean_fn", None)),
+        "reduction": _function_name(getattr(tokenizer, "reduction_fn", None)),
+        "mode": getattr(tokenizer, "tokenizer_mode", None),
+        "strip_sep_token": getattr(tokenizer, "strip_sep_token", None),
+    }
+    if hasattr(tokenizer, "tokenizer"):
+        identity["wraps"] = tokenizer_identity(tokenizer.tokenizer)
+    else:
+        identity["vocabulary"] = json_digest(sorted(tokenizer.encoder.items(), key=lambda item: item[1]))
+        identity["merges"] = json_digest(sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get))
+    return identity
 
 
 class OpenCLIPSpace(Space):
@@ -26,6 +51,8 @@ class OpenCLIPSpace(Space):
     open_clip ignores ``pretrained``. Images (any input :func:`~spacegraph_spaces.media.load_rgb_image` reads)
     go through the model's own evaluation transform; texts through its own tokenizer, which truncates to the
     model's context length. ``precision="amp"`` runs under ``torch.autocast`` on CUDA (fp32 elsewhere).
+    The fingerprint covers the weights, the evaluation transform's settings (``preprocess_cfg``: size, mean, std,
+    interpolation, resize mode) and the tokenizer (:func:`open_clip_tokenizer_identity`).
     """
 
     def __init__(
@@ -45,11 +72,15 @@ class OpenCLIPSpace(Space):
         self.model, _, self.preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained)
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
+        preprocessing = {
+            "image": open_clip.get_model_preprocess_cfg(self.model),
+            "tokenizer": open_clip_tokenizer_identity(self.tokenizer),
+        }
         self.spec = SpaceSpec(
             name=name or f"openclip:{model}" + (f"/{pretrained}" if pretrained else ""),
             modalities=(Modality.IMAGE, Modality.TEXT),
             dim=self._probe_dim(),
-            fingerprint=fingerprint_state_dict(self.model.state_dict()),
+            fingerprint=fingerprint_state_dict(self.model.state_dict(), preprocessing),
         )
         self.to(device)
 
@@ -68,5 +99,5 @@ class OpenCLIPSpace(Space):
         with torch.autocast(self.device.type, enabled=use_amp):
             if modality is Modality.TEXT:
                 return self.model.encode_text(self.tokenizer(check_texts(batch)).to(self.device))
-            pixels = torch.stack([self.preprocess(load_rgb_image(item)) for item in batch])
+            pixels = torch.stack([self.preprocess(image) for image in load_rgb_images(batch)])
             return self.model.encode_image(pixels.to(self.device))

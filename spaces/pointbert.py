@@ -25,18 +25,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from safetensors.torch import save_file
 from torch import nn
 
 from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
-from spacegraph._atomic import atomic_dir
+from spacegraph._atomic import atomic_dir, recover_interrupted_save
 from spacegraph._checkpoint import load_weights_only
+from spacegraph._weights import read_shapes, read_tensors
 
 from .pointcloud_io import load_xyz
 
 FORMAT = "spacegraph-pointbert/1"
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 logger = logging.getLogger(__name__)
 
 
@@ -247,27 +248,32 @@ def _few(names: Any, n: int = 5) -> str:
     return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
-def _load_exact(model: PointBertModel, state: Mapping[str, Any], source: str) -> None:
-    """``load_state_dict(strict=True)`` with errors that list a few missing, unexpected and mismatched names."""
-    expected = model.state_dict()
-    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+def _check_layout(model: PointBertModel, shapes: Mapping[str, tuple[int, ...]], source: str) -> None:
+    """Refuse tensor names or shapes that differ from ``model``'s, listing a few missing, unexpected and
+    mismatched ones."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing, unexpected = set(expected) - set(shapes), set(shapes) - set(expected)
     if missing or unexpected:
         raise ValueError(
             f"{source} does not match the Point-BERT layout of this config: "
             f"missing {len(missing)} ({_few(missing) or '-'}), unexpected {len(unexpected)} ({_few(unexpected) or '-'})"
         )
+    differ = [f"{k} {list(shapes[k])} vs {list(v)}" for k, v in expected.items() if tuple(shapes[k]) != v]
+    if differ:
+        colour = tuple(shapes["point_encoder.encoder.first_conv.0.weight"][1:]) == (6, 1)
+        hint = "; xyz+rgb (6-channel) checkpoints are not supported" if colour else "; pass a config= matching it"
+        raise ValueError(
+            f"{source}: {len(differ)} shapes differ from the config (checkpoint vs model): {_few(differ, 3)}{hint}"
+        )
+
+
+def _load_exact(model: PointBertModel, state: Mapping[str, Any], source: str) -> None:
+    """``load_state_dict(strict=True)`` with errors that list a few non-tensor, missing, unexpected and mismatched
+    names."""
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise ValueError(f"{source}: entries that are not tensors: {_few(not_tensors)}")
-    shapes = [
-        f"{k} {list(state[k].shape)} vs {list(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape
-    ]
-    if shapes:
-        colour = state["point_encoder.encoder.first_conv.0.weight"].shape[1:] == (6, 1)
-        hint = "; xyz+rgb (6-channel) checkpoints are not supported" if colour else "; pass a config= matching it"
-        raise ValueError(
-            f"{source}: {len(shapes)} shapes differ from the config (checkpoint vs model): {_few(shapes, 3)}{hint}"
-        )
+    _check_layout(model, {k: tuple(v.shape) for k, v in state.items()}, source)
     model.load_state_dict(state)
 
 
@@ -288,18 +294,46 @@ def read_ulip_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return ours
 
 
-def _read_folder(folder: Path) -> tuple[str, PointBertConfig, dict[str, torch.Tensor]]:
-    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
-    for path in (config_path, weights_path):
-        if not path.exists():
-            raise FileNotFoundError(f"missing {path}; a PointBertSpace folder holds config.json and model.safetensors")
+class SavedSpace(BaseModel):
+    """``config.json`` of a folder written by :meth:`PointBertSpace.save`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: str
+    name: str = Field(min_length=1)
+    config: PointBertConfig
+
+
+def _read_config(path: Path) -> SavedSpace:
     try:
-        card = json.loads(config_path.read_text(encoding="utf-8"))
-        if card.get("format") != FORMAT:
-            raise ValueError(f"format {card.get('format')!r}, expected {FORMAT!r}")
-        return card["name"], PointBertConfig(**card["config"]), load_file(str(weights_path))
-    except (ValueError, KeyError, TypeError, AttributeError, SafetensorError) as err:
-        raise ValueError(f"{folder} is not a valid saved PointBertSpace ({err})") from err
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path} is not a valid saved PointBertSpace config: not readable JSON ({err})") from err
+    found = saved.get("format") if isinstance(saved, dict) else f"a JSON {type(saved).__name__}"
+    if found != FORMAT:
+        raise ValueError(f"{path} is not a valid saved PointBertSpace config: format {found!r}, expected {FORMAT!r}")
+    try:
+        return SavedSpace.model_validate(saved)
+    except ValidationError as err:
+        raise ValueError(f"{path} is not a valid saved PointBertSpace config: {err}") from err
+
+
+def _read_folder(folder: Path) -> tuple[str, PointBertConfig, dict[str, torch.Tensor]]:
+    """Name, config and weights of a folder written by :meth:`PointBertSpace.save`; the weights' names and shapes
+    are checked against the config from the file's header before the model is built or any tensor is read."""
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"missing {path}; a PointBertSpace folder holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    saved = _read_config(config_path)
+    with torch.device("meta"):
+        layout = PointBertModel(saved.config)
+    try:
+        _check_layout(layout, read_shapes(weights_path), str(weights_path))
+        state = read_tensors(weights_path)
+    except ValueError as err:
+        raise ValueError(f"{folder} is not a valid saved PointBertSpace: {err}") from err
+    return saved.name, saved.config, state
 
 
 def _as_config(config: PointBertConfig | Mapping[str, Any] | None) -> PointBertConfig:
@@ -316,6 +350,7 @@ class PointBertSpace(Space):
     :meth:`save`, or a released ULIP ``.pt`` file (see :meth:`from_ulip_checkpoint`). Inputs: see
     ``pointcloud_io.POINT_CLOUD_ACCEPTED``; every cloud is normalised and resampled as the module docstring says.
     For a faithful ULIP-2 embedding give clouds of at least ``npoints`` surface points: smaller ones are repeated.
+    The fingerprint covers the weights and the whole config (``npoints``, ``num_group``, ...): both change embeddings.
     """
 
     def __init__(
@@ -328,6 +363,8 @@ class PointBertSpace(Space):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if checkpoint is not None:
+            recover_interrupted_save(checkpoint)  # a save killed between the renames of its swap
         if checkpoint is not None and Path(checkpoint).is_dir():
             if config is not None:
                 raise ValueError(f"{checkpoint} is a saved space: its config comes from its config.json; drop config=")
@@ -348,7 +385,7 @@ class PointBertSpace(Space):
             modalities=(Modality.POINT_CLOUD,),
             dim=self.config.embed_dim,
             normalized=True,
-            fingerprint=fingerprint_state_dict(self.model.state_dict()),
+            fingerprint=fingerprint_state_dict(self.model.state_dict(), preprocessing=self.config.model_dump()),
         )
         self.to(device)
 
@@ -368,12 +405,13 @@ class PointBertSpace(Space):
         return cls(path, config=config, device=device, name=name)
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``folder``, atomically."""
-        card = {"format": FORMAT, "name": self.spec.name, "config": self.config.model_dump()}
+        """Write ``config.json`` and ``model.safetensors`` into ``folder``, atomically. An existing ``folder`` is
+        replaced only if it holds nothing else: see :func:`spacegraph._atomic.atomic_dir`."""
+        card = SavedSpace(format=FORMAT, name=self.spec.name, config=self.config)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        with atomic_dir(folder) as tmp:
-            (tmp / "config.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
-            save_file(state, str(tmp / "model.safetensors"))
+        with atomic_dir(folder, own=(CONFIG_FILE, WEIGHTS_FILE)) as tmp:
+            (tmp / CONFIG_FILE).write_text(card.model_dump_json(indent=2), encoding="utf-8")
+            save_file(state, str(tmp / WEIGHTS_FILE))
         return Path(folder)
 
     def to(self, device: str | torch.device) -> PointBertSpace:

@@ -19,7 +19,8 @@ from spacegraph._optional import require
 POINT_CLOUD_ACCEPTED = (
     "accepted point clouds: numpy arrays or tensors shaped [N, 3], or [N, C > 3] whose columns after x, y, z "
     "(colours, normals, ...) are ignored; or paths to .npy (such an array), .ply (vertex x/y/z), .off (text OFF: "
-    "the mesh vertices) or .pcd (ascii, binary or binary_compressed, fields x/y/z) files"
+    "the mesh vertices) or .pcd (ascii, binary or binary_compressed, fields x/y/z) files; at least two distinct, "
+    "finite points"
 )
 
 
@@ -27,7 +28,8 @@ POINT_CLOUD_ACCEPTED = (
 
 
 def _checked_xyz(arr: np.ndarray, what: str) -> np.ndarray:
-    """Finite float64 ``[N, 3]`` xyz from a numeric ``[N, C >= 3]`` array."""
+    """Finite float64 ``[N, 3]`` xyz from a numeric ``[N, C >= 3]`` array, with at least two distinct points and an
+    extent float64 holds (so that centring and scaling it cannot divide by zero or overflow)."""
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{what}: point cloud arrays must be numeric, got dtype {arr.dtype}; {POINT_CLOUD_ACCEPTED}")
     if arr.ndim != 2:
@@ -44,6 +46,13 @@ def _checked_xyz(arr: np.ndarray, what: str) -> np.ndarray:
     if bad.any():
         rows = np.flatnonzero(bad)[:5].tolist()
         raise ValueError(f"{what}: {int(bad.sum())} points have NaN or inf coordinates (first rows: {rows})")
+    with np.errstate(over="ignore"):
+        extent = np.ptp(xyz, axis=0)
+    if not np.isfinite(extent).all():
+        biggest = float(np.abs(xyz).max())
+        raise ValueError(f"{what}: the points span more than float64 holds (coordinates up to {biggest:g}); scale down")
+    if not extent.any():
+        raise ValueError(f"{what}: all {len(xyz)} points coincide; a point cloud needs at least two distinct points")
     return xyz
 
 
@@ -91,6 +100,8 @@ def _read_off(path: Path) -> np.ndarray:
     if not counts:
         raise ValueError("missing the vertex/face counts line")
     n_vertices = int(counts[0])
+    if n_vertices < 0:
+        raise ValueError(f"the header says {n_vertices} vertices; a count cannot be negative")
     if len(body) < n_vertices:
         raise ValueError(f"the header says {n_vertices} vertices, the file has {len(body)} lines after it")
     rows = [row[:3] for row in body[:n_vertices]]
@@ -123,31 +134,34 @@ READERS: dict[str, Callable[[Path], np.ndarray]] = {
 }
 
 
-def read_point_cloud_file(path: str | Path) -> np.ndarray:
-    """The array a point cloud file holds (not yet checked), by its extension."""
+def read_point_cloud_file(path: str | Path, what: str = "point cloud item") -> np.ndarray:
+    """The array a point cloud file holds (not yet checked), by its extension; errors start with ``what``."""
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
-        raise ValueError(f"unsupported point cloud file extension {path.suffix!r} ({path}); {POINT_CLOUD_ACCEPTED}")
+        raise ValueError(
+            f"{what}: unsupported point cloud file extension {path.suffix!r} ({path}); {POINT_CLOUD_ACCEPTED}"
+        )
     if not path.exists():
-        raise FileNotFoundError(f"point cloud file not found: {path}")
+        raise FileNotFoundError(f"{what}: point cloud file not found: {path}")
     if path.is_dir():
-        raise ValueError(f"{path} is a folder, not a point cloud file; {POINT_CLOUD_ACCEPTED}")
+        raise ValueError(f"{what}: {path} is a folder, not a point cloud file; {POINT_CLOUD_ACCEPTED}")
     try:
         return reader(path)
     except ImportError:
         raise
     except Exception as err:  # a reader's own error kinds (pypcd4, plyfile, numpy) all mean an unreadable file
-        raise ValueError(f"could not read point cloud file {path} ({err}); {POINT_CLOUD_ACCEPTED}") from err
+        raise ValueError(f"{what}: could not read point cloud file {path} ({err}); {POINT_CLOUD_ACCEPTED}") from err
 
 
-def load_xyz(item: Any) -> np.ndarray:
-    """One point cloud (path, numpy array or tensor) as finite float64 xyz ``[N, 3]``."""
+def load_xyz(item: Any, what: str = "point cloud item") -> np.ndarray:
+    """One point cloud (path, numpy array or tensor) as float64 xyz ``[N, 3]``, checked as :func:`_checked_xyz`
+    says; errors start with ``what``."""
     if isinstance(item, (str, Path)):
-        return _checked_xyz(read_point_cloud_file(item), str(item))
+        return _checked_xyz(read_point_cloud_file(item, what), f"{what}, file {item}")
     if isinstance(item, torch.Tensor):
         tensor = item.detach().cpu()
-        return _checked_xyz((tensor.double() if tensor.is_floating_point() else tensor).numpy(), "point cloud tensor")
+        return _checked_xyz((tensor.double() if tensor.is_floating_point() else tensor).numpy(), what)
     if isinstance(item, np.ndarray):
-        return _checked_xyz(item, "point cloud array")
-    raise TypeError(f"point cloud item of type {type(item).__name__} is not supported; {POINT_CLOUD_ACCEPTED}")
+        return _checked_xyz(item, what)
+    raise TypeError(f"{what} of type {type(item).__name__} is not supported; {POINT_CLOUD_ACCEPTED}")

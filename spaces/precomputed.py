@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from spacegraph import Modality, Space, SpaceSpec, UnknownNameError, fingerprint_state_dict
 from spacegraph._modality import as_modality
@@ -22,14 +22,33 @@ FeatureSource = torch.Tensor | np.ndarray | str | os.PathLike
 
 
 def _read_safetensors(path: Path, key: str | None) -> torch.Tensor:
-    with safe_open(str(path), framework="pt") as f:
-        keys = list(f.keys())
-        if key is None and len(keys) == 1:
-            key = keys[0]
-        if key is None or key not in keys:
-            wanted = "pass key= to choose one" if key is None else f"it has no tensor {key!r}"
-            raise ValueError(f"{path} holds tensors {keys}; {wanted}")
-        return f.get_tensor(key)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            if key is None and len(keys) == 1:
+                key = keys[0]
+            if key is None or key not in keys:
+                wanted = "pass key= to choose one" if key is None else f"it has no tensor {key!r}"
+                raise ValueError(f"{path} holds tensors {keys}; {wanted}")
+            return f.get_tensor(key)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """The array of a ``.npy`` file; unlike ``np.load``, refuses ``.npz`` archives and pickles."""
+    try:
+        with path.open("rb") as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable .npy array file ({err})") from err
+
+
+def _numeric(array: np.ndarray, what: str) -> torch.Tensor:
+    """A tensor copy of a numpy array of numbers (bool, int, float or complex; the caller checks which)."""
+    if array.dtype.kind not in "biufc":
+        raise ValueError(f"{what}: features of numpy dtype {array.dtype} are not numbers; pass a float matrix")
+    return torch.tensor(array)
 
 
 def read_features(source: FeatureSource, key: str | None = None) -> torch.Tensor:
@@ -39,7 +58,7 @@ def read_features(source: FeatureSource, key: str | None = None) -> torch.Tensor
     if isinstance(source, torch.Tensor):
         return source.detach().to("cpu", copy=True)
     if isinstance(source, np.ndarray):
-        return torch.tensor(source)
+        return _numeric(source, "features array")
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"features must be a tensor, a numpy array or a file path, got {type(source).__name__}")
     path = Path(source)
@@ -48,7 +67,7 @@ def read_features(source: FeatureSource, key: str | None = None) -> torch.Tensor
     if not path.is_file():
         raise FileNotFoundError(f"feature file {path} not found")
     if path.suffix == ".npy":
-        return torch.from_numpy(np.load(path, allow_pickle=False))
+        return _numeric(_read_npy(path), str(path))
     return _read_safetensors(path, key)
 
 
@@ -95,7 +114,8 @@ class PrecomputedSpace(Space):
     ``features`` maps each modality to a tensor, a numpy array or a ``.safetensors`` / ``.npy`` path (a
     ``.safetensors`` file holding several tensors needs ``key``). All modalities share one dim. ``ids`` optionally
     names the rows of a modality. ``normalized=True`` asserts the stored rows are unit-norm (checked).
-    ``fingerprint`` defaults to a hash of the features.
+    ``fingerprint`` defaults to a hash of the features (the space's weights) and of the ids, which decide the row an
+    id input gets; nothing else changes an embedding.
     """
 
     def __init__(
@@ -117,14 +137,18 @@ class PrecomputedSpace(Space):
         dims = {m.value: f.shape[1] for m, f in self._features.items()}
         if len(set(dims.values())) > 1:
             raise ValueError(f"space {name!r}: all modalities must share one dim, got {dims}")
-        self._ids = {m: self._index(name, m, rows) for m, rows in (ids or {}).items()}
+        self._ids = {as_modality(m): self._index(name, m, rows) for m, rows in (ids or {}).items()}
         self.spec = SpaceSpec(
             name=name,
             modalities=tuple(self._features),
             dim=next(iter(dims.values())),
             normalized=normalized,
-            fingerprint=fingerprint or fingerprint_state_dict({m.value: f for m, f in self._features.items()}),
+            fingerprint=fingerprint or self._fingerprint(),
         )
+
+    def _fingerprint(self) -> str:
+        ids = {m.value: list(index) for m, index in self._ids.items()} or None  # row order; none: features alone
+        return fingerprint_state_dict({m.value: f for m, f in self._features.items()}, preprocessing=ids)
 
     @staticmethod
     def _load(name: str, modality: str, source: FeatureSource, key: str | None, normalized: bool) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 
 from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
 from spacegraph._optional import require
+from spacegraph._space import model_config_identity, tokenizer_identity
 
 from .media import check_texts
 
@@ -26,11 +27,38 @@ def embedding_dimension(model: Any) -> int:
     return int(dim)
 
 
+def preprocessing_identity(model: Any) -> dict[str, Any]:
+    """Every setting of a ``SentenceTransformer`` outside its weights that changes an embedding: each module's class
+    and config (pooling mode, normalisation, ...) and transformers model config, the tokenizer, the sequence length,
+    the default prompt and the output truncation."""
+    modules = []
+    for module in model:
+        get_config = getattr(module, "get_config_dict", None)
+        transformer = getattr(module, "auto_model", None)
+        modules.append(
+            {
+                "class": type(module).__qualname__,
+                "config": get_config() if callable(get_config) else None,
+                "model": model_config_identity(transformer.config) if transformer is not None else None,
+            }
+        )
+    default_prompt = (model.prompts or {}).get(model.default_prompt_name) if model.default_prompt_name else None
+    return {
+        "modules": modules,
+        "tokenizer": tokenizer_identity(model.tokenizer),
+        "max_seq_length": model.max_seq_length,
+        "do_lower_case": getattr(model[0], "do_lower_case", None),
+        "default_prompt": default_prompt,
+        "truncate_dim": model.truncate_dim,
+    }
+
+
 class SentenceTransformerSpace(Space):
     """``{text}`` embedded by a ``SentenceTransformer``, given a hub id or a local model folder.
 
     ``name`` defaults to the last path component of ``model_name_or_path``; give a clearer one for a local
-    folder. The fingerprint hashes the model's state dict, once, when the space is built.
+    folder. The fingerprint hashes the model's state dict and :func:`preprocessing_identity`, once, when the space
+    is built.
     """
 
     def __init__(self, model_name_or_path: str | Path, *, device: str | torch.device = "cpu", name: str | None = None):
@@ -44,7 +72,7 @@ class SentenceTransformerSpace(Space):
             modalities=(Modality.TEXT,),
             dim=embedding_dimension(self.model),
             normalized=True,
-            fingerprint=fingerprint_state_dict(self.model.state_dict()),
+            fingerprint=fingerprint_state_dict(self.model.state_dict(), preprocessing_identity(self.model)),
         )
 
     def to(self, device: str | torch.device) -> SentenceTransformerSpace:

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from spacegraph import Modality
+from spacegraph._space import enumerate_batch
 
 from .digits import ImageTower, SmallSpace, TextTower, tokenize_batch
-from .media import load_image
+from .media import load_images
 from .pointcloud_io import load_xyz
 from .shapes_data import normalize_cloud
 
@@ -34,9 +35,13 @@ def resample_cloud(points: np.ndarray, n_points: int) -> np.ndarray:
     return points[np.arange(n_points) % len(points)]
 
 
-def prepare_cloud(item: Any, n_points: int) -> np.ndarray:
-    """One point cloud input (path, array or tensor) as a normalised float32 ``[n_points, 3]`` array."""
-    return resample_cloud(normalize_cloud(load_xyz(item)), n_points)
+def prepare_cloud(item: Any, n_points: int, what: str = "point cloud item") -> np.ndarray:
+    """One point cloud input (path, array or tensor) as a normalised float32 ``[n_points, 3]`` array. It is moved
+    and scaled into the unit box in float64 first, so that huge, tiny or far-off coordinates keep their shape in
+    :func:`normalize_cloud`'s float32."""
+    xyz = load_xyz(item, what)
+    unit_box = (xyz - xyz.min(axis=0)) / np.ptp(xyz, axis=0).max()
+    return resample_cloud(normalize_cloud(unit_box), n_points)
 
 
 class PointTower(nn.Module):
@@ -77,9 +82,10 @@ class _ShapesSpace(SmallSpace):
     def _prepare(self, modality: Modality, batch: Sequence[Any]) -> torch.Tensor:
         """A batch of image or point cloud inputs as the tensor its tower takes."""
         if modality is Modality.IMAGE:
-            items = [load_image(item, self.config["image"]["size"]) for item in batch]
+            items = load_images(batch, self.config["image"]["size"])
         else:
-            items = [prepare_cloud(item, self.config["point_cloud"]["n_points"]) for item in batch]
+            n_points = self.config["point_cloud"]["n_points"]
+            items = [prepare_cloud(item, n_points, f"point_cloud item {i}") for i, item in enumerate_batch(batch)]
         return torch.from_numpy(np.stack(items).astype(np.float32))
 
     def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:

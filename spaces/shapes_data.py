@@ -6,11 +6,11 @@ text rows under ``spaces/assets`` so the package works without it.
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 import numpy as np
+
+from .data_files import read_json, read_npz, read_synsets
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -46,9 +46,11 @@ def _require(path: Path) -> Path:
 
 def modelnet10_split(data_dir: str | Path) -> dict:
     """The official ModelNet10 split (train 3,991 / test 908) of the 1,024-point clouds, in stored order."""
-    with np.load(_require(Path(data_dir) / "modelnet10" / "modelnet10_1024.npz")) as data:
-        points, labels, split = data["points"].astype(np.float32), data["label"].astype(np.int64), data["split"]
-        classes = [str(c) for c in data["classes"]]
+    data = read_npz(
+        _require(Path(data_dir) / "modelnet10" / "modelnet10_1024.npz"), ("points", "label", "split", "classes")
+    )
+    points, labels, split = data["points"].astype(np.float32), data["label"].astype(np.int64), data["split"]
+    classes = [str(c) for c in data["classes"]]
     train, test = split == "train", split == "test"
     return {
         "train_points": points[train],
@@ -112,8 +114,7 @@ def train_halves(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndar
 
 def shape_texts_from_oewn(data_dir: str | Path) -> list[dict]:
     """Members (plus the class name), definitions, examples and templated member phrases of the 10 class synsets."""
-    with gzip.open(_require(Path(data_dir) / "oewn" / "oewn_nouns.json.gz"), "rt", encoding="utf-8") as f:
-        synsets = json.load(f)
+    synsets = read_synsets(_require(Path(data_dir) / "oewn" / "oewn_nouns.json.gz"), SHAPE_SYNSETS)
     rows, seen = [], set()
 
     def add(text: str, label: int, source: str) -> None:
@@ -142,7 +143,7 @@ def load_shape_texts() -> list[dict]:
     path = ASSETS / "shape_texts.json"
     if not path.exists():
         raise FileNotFoundError(f"missing {path}; run examples/train_shape_spaces.py to create it")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path)
 
 
 def class_prompts() -> list[str]:

@@ -250,7 +250,7 @@ def test_bad_inputs(space, tmp_path):
     cases = [
         ("image", [tmp_path / "missing.png"], FileNotFoundError, "image file not found"),
         ("image", [tmp_path / "corrupt.png"], ValueError, "could not read image file"),
-        ("image", [3], TypeError, "image item of type int is not supported"),
+        ("image", [3], TypeError, "image item 0 of type int is not supported"),
         ("image", [np.zeros((2, 2, 8, 8), np.uint8)], ValueError, "is not an image"),
         ("image", [np.full((8, 8), 2.0)], ValueError, r"must lie in \[0, 1\]"),
         ("text", ["fine", "  "], ValueError, "text item 1 is empty or whitespace only"),

@@ -19,7 +19,9 @@ SMALL = {"hidden_dim": 16, "out_dim": 8, "steps": 30, "batch_size": 16, "val_fra
 
 
 def toy_features(n: int = 60, memory: int = 20) -> sg.BridgeFeatures:
-    return sg.BridgeFeatures(random_unit(n, 6, 0), random_unit(n, 5, 1), random_unit(memory, 6, 2), random_unit(memory, 5, 3))
+    return sg.BridgeFeatures(
+        random_unit(n, 6, 0), random_unit(n, 5, 1), random_unit(memory, 6, 2), random_unit(memory, 5, 3)
+    )
 
 
 def pairs(features: sg.BridgeFeatures, **options):
@@ -71,7 +73,9 @@ def test_mutual_neighbour_filter_keeps_only_overlap_items_near_both_memories():
 
 
 def test_filter_that_keeps_too_few_pairs_trains_on_native_pairs_only():
-    features = sg.BridgeFeatures(random_unit(30, 6, 0), random_unit(30, 5, 1), random_unit(1, 6, 2), random_unit(1, 5, 3))
+    features = sg.BridgeFeatures(
+        random_unit(30, 6, 0), random_unit(30, 5, 1), random_unit(1, 6, 2), random_unit(1, 5, 3)
+    )
     options = {"pseudo_source": "overlap", "pseudo_filter": "mutual_neighbours", "neighbour_k": 1}
     assert pairs(features, **options) is None
     fit = fit_heads(features, CMCRConfig(**SMALL, **options), show_progress_bar=False)

@@ -8,7 +8,9 @@ import spacegraph as sg
 
 def test_modality_is_a_str_enum_with_helpful_errors():
     assert sg.Modality("audio") is sg.Modality.AUDIO and sg.Modality.AUDIO == "audio"
-    with pytest.raises(ValueError, match="unknown modality .audoi.; known modalities: text, image, lowres_image, audio"):
+    with pytest.raises(
+        ValueError, match="unknown modality .audoi.; known modalities: text, image, lowres_image, audio"
+    ):
         sg.Modality("audoi")
 
 

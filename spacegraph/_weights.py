@@ -1,0 +1,53 @@
+"""Reading safetensors weights safely: names and shapes from the header before anything is allocated, tensors
+checked finite, and errors that name the file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Every tensor's name and shape, read from the header alone (no tensor is loaded)."""
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def layout_problems(found: Shapes, expected: Shapes) -> list[str]:
+    """Missing, unexpected and wrongly shaped names, each list of names sorted."""
+    problems = []
+    if missing := sorted(expected.keys() - found.keys()):
+        problems.append(f"missing keys {missing}")
+    if unexpected := sorted(found.keys() - expected.keys()):
+        problems.append(f"unexpected keys {unexpected}")
+    for key in sorted(expected.keys() & found.keys()):
+        if tuple(found[key]) != tuple(expected[key]):
+            problems.append(f"{key} has shape {list(found[key])}, expected {list(expected[key])}")
+    return problems
+
+
+def tensor_problem(name: str, tensor: torch.Tensor) -> str | None:
+    """Why a weight or BatchNorm statistic is unusable (NaN/inf anywhere, a negative running variance), or None."""
+    if not tensor.is_floating_point():
+        return None
+    if not torch.isfinite(tensor).all():
+        return f"{name} contains NaN or inf"
+    if name.endswith("running_var") and (tensor < 0).any():
+        return f"{name} has negative values (a BatchNorm running variance is >= 0)"
+    return None

@@ -1,0 +1,88 @@
+"""Readers of the raw data files shared by the data helpers and benchmarks.
+
+A damaged file (truncated, not the format its name says, wrong layout) is a ValueError that names it, never a raw
+zip, gzip or JSON error. Nothing pickled is ever loaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zipfile
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict
+
+# What numpy, zipfile, gzip and json raise on a damaged file (a missing one is reported before reading).
+_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error)
+
+
+class Synset(TypedDict):
+    """The fields of an OEWN noun synset that the data helpers read."""
+
+    members: list[str]
+    definition: list[str]
+    examples: list[str]
+
+
+_SYNSETS = TypeAdapter(dict[str, Synset])
+
+
+def _damaged(path: Path, what: str, err: Exception) -> ValueError:
+    return ValueError(f"{path}: cannot read it as {what} ({type(err).__name__}: {err}); is it truncated? copy it again")
+
+
+def read_npz(path: Path, keys: Iterable[str]) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of the ``.npz`` archive at ``path``, read in full."""
+    keys = list(keys)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not an .npz (zip) archive of {keys}; is it truncated? copy it again")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in keys if key in archive.files}
+            held = archive.files
+    except _READ_ERRORS as err:
+        raise _damaged(path, "an .npz archive", err) from err
+    missing = [key for key in keys if key not in arrays]
+    if missing:
+        raise ValueError(f"{path}: no array {missing} in this archive; it holds {held}, expected {keys}")
+    return arrays
+
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of ``path``, decompressed when the name ends in ``.gz``."""
+    try:
+        return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except _READ_ERRORS as err:
+        raise _damaged(path, "a gzip file" if path.suffix == ".gz" else "a file", err) from err
+
+
+def read_json(path: Path) -> Any:
+    """The JSON document at ``path``, gzip-compressed when the name ends in ``.gz``."""
+    data = read_bytes(path)
+    try:
+        return json.loads(data)
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise _damaged(path, "JSON", err) from err
+
+
+def read_synsets(path: Path, required: Iterable[str] = ()) -> dict[str, Synset]:
+    """OEWN noun synsets by id (``oewn_nouns.json.gz``); every id in ``required`` must be there."""
+    try:
+        synsets = _SYNSETS.validate_json(read_bytes(path))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = "/".join(str(part) for part in first["loc"]) or "the document"
+        raise ValueError(
+            f"{path}: not the OEWN noun synsets by id, each with lists of strings {list(Synset.__annotations__)} "
+            f"({where}: {first['msg']}); is it truncated? copy it again"
+        ) from err
+    missing = [synset_id for synset_id in required if synset_id not in synsets]
+    if missing:
+        raise ValueError(f"{path}: synsets {missing} are missing; is it the OEWN noun file?")
+    return synsets
