@@ -37,12 +37,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import trange
 
 import spacegraph
-from spacegraph._bridge import Bridge, BridgeCard, BridgeFeatures, HeadArch, HeadSpec, ProjectionHead, SpaceRef
-from spacegraph._eval import pair_recall_at_1
-from spacegraph._modality import Modality, as_modality
-from spacegraph._quality import PseudoLabels, _subsample, estimate_quality, pseudo_map
-from spacegraph._space import SpaceSpec
-from spacegraph._weights import tensor_problem
+from spacegraph.plugin import (
+    Bridge,
+    BridgeCard,
+    BridgeFeatures,
+    HeadArch,
+    HeadSpec,
+    Modality,
+    ProjectionHead,
+    PseudoLabels,
+    SpacegraphValueError,
+    SpaceRef,
+    SpaceSpec,
+    as_modality,
+    estimate_quality,
+    pair_recall_at_1,
+    pseudo_map,
+    subsample,
+    tensor_problem,
+)
 
 
 class CMCRConfig(BaseModel):
@@ -212,7 +225,7 @@ def _split(n: int, val_fraction: float, generator: torch.Generator) -> tuple[tor
     and a held-out set (``val_fraction > 0``) at least 2 more (matching needs a wrong answer to pass over)."""
     n_val = round(n * val_fraction)
     if n - n_val < 2 or (val_fraction > 0 and n_val < 2):
-        raise ValueError(
+        raise SpacegraphValueError(
             f"{n} overlap row(s) are too few to train with val_fraction={val_fraction}: training needs at least 2 "
             f"rows and, when val_fraction > 0, at least 2 more held out (round(rows * val_fraction) >= 2); add "
             "overlap data" + (" or set val_fraction=0" if val_fraction > 0 and n >= 2 else "")
@@ -285,7 +298,9 @@ def _pseudo_pairs(
     if not config.use_memory:
         return None
     if features.memory_x is None or features.memory_y is None:
-        raise ValueError("C-MCR with use_memory=True needs memory_x and memory_y; pass them or set use_memory=False")
+        raise SpacegraphValueError(
+            "C-MCR with use_memory=True needs memory_x and memory_y; pass them or set use_memory=False"
+        )
     ma, mc = features.memory_x.to(bx.device), features.memory_y.to(bx.device)
     retrieve = {"temperature": config.memory_temperature, "chunk_size": config.memory_chunk}
     rows = [(memory_retrieve(bx, ma, **retrieve), memory_retrieve(by, mc, **retrieve), bx, by)]
@@ -300,7 +315,7 @@ def _pseudo_pairs(
             return None
         x, y, anchor_x, anchor_y = x[keep], y[keep], anchor_x[keep], anchor_y[keep]
     if not all(torch.isfinite(part).all() for part in (x, y)):
-        raise ValueError(
+        raise SpacegraphValueError(
             f"memory retrieval gave NaN or inf pseudo embeddings at memory_temperature={config.memory_temperature:g}; "
             "raise it"
         )
@@ -352,8 +367,8 @@ class EstimateTracker:
 
     def __init__(self, features: BridgeFeatures, max_items: int = 2000) -> None:
         generator = torch.Generator().manual_seed(0)  # the same items estimate_quality scores
-        self.mx = _subsample(features.memory_x, max_items, generator)
-        self.my = _subsample(features.memory_y, max_items, generator)
+        self.mx = subsample(features.memory_x, max_items, generator)
+        self.my = subsample(features.memory_y, max_items, generator)
         self.labels = PseudoLabels(features.overlap_x, features.overlap_y, self.mx, self.my)
         self.best_score, self.best_state = -math.inf, None
 
@@ -426,7 +441,7 @@ def check_loss(losses: dict[str, torch.Tensor], step: int, config: CMCRConfig) -
     if torch.isfinite(losses["total"]):
         return
     parts = ", ".join(f"{name}={float(value.detach()):.4g}" for name, value in losses.items())
-    raise ValueError(
+    raise SpacegraphValueError(
         f"C-MCR training diverged at step {step} of {config.steps}: the loss is not finite ({parts}); "
         f"no bridge was made; {_remedy(config)}"
     )
@@ -442,7 +457,7 @@ def check_heads(head_x: torch.nn.Module, head_y: torch.nn.Module, step: int, con
         if (problem := tensor_problem(f"{side}.{key}", value))
     ]
     if problems:
-        raise ValueError(
+        raise SpacegraphValueError(
             f"C-MCR training diverged: after step {step} of {config.steps}, {'; '.join(problems[:5])}; no bridge was "
             f"made; {_remedy(config)}"
         )
@@ -515,9 +530,11 @@ class CMCRMethod:
         for spec in (x, y):
             if overlap not in spec.modalities:
                 have = ", ".join(m.value for m in spec.modalities)
-                raise ValueError(f"space {spec.name!r} has no {overlap.value!r} to bridge through; it has: {have}")
+                raise SpacegraphValueError(
+                    f"space {spec.name!r} has no {overlap.value!r} to bridge through; it has: {have}"
+                )
         if x.name == y.name:
-            raise ValueError(f"a bridge joins two different spaces; both sides are {x.name!r}")
+            raise SpacegraphValueError(f"a bridge joins two different spaces; both sides are {x.name!r}")
         features.check(x, y)
         start = time.perf_counter()
         fit = fit_heads(features, config, show_progress_bar=show_progress_bar)

@@ -28,11 +28,21 @@ from typing import Literal
 import torch
 
 import spacegraph
-from spacegraph._bridge import Bridge, BridgeCard, HeadArch, HeadSpec, ProjectionHead, SpaceRef
-from spacegraph._checkpoint import load_weights_only
-from spacegraph._modality import Modality, as_modality
-from spacegraph._space import SpaceSpec
-from spacegraph._weights import layout_problems, tensor_problem
+from spacegraph.plugin import (
+    Bridge,
+    BridgeCard,
+    HeadArch,
+    HeadSpec,
+    Modality,
+    ProjectionHead,
+    SpacegraphValueError,
+    SpaceRef,
+    SpaceSpec,
+    as_modality,
+    layout_problems,
+    load_weights_only,
+    tensor_problem,
+)
 
 METHOD = "cmcr-released"
 Kind = Literal["ulip_clip", "clap_clip"]
@@ -89,7 +99,7 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """The checkpoint's state dict of tensors (read with ``weights_only=True``: no code from the file runs)."""
     state = load_weights_only(path, "released checkpoint")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors (got {type(state).__name__})")
+        raise SpacegraphValueError(f"{path} does not hold a state dict of tensors (got {type(state).__name__})")
     return state
 
 
@@ -108,25 +118,25 @@ def check_keys(state: dict[str, torch.Tensor], expected: dict[str, tuple[str, to
     BatchNorm running variances."""
     problems = layout_problems({k: tuple(v.shape) for k, v in state.items()}, {k: s for k, (_, s) in expected.items()})
     if problems:
-        raise ValueError(f"{source} does not have the released layout: " + "; ".join(problems))
+        raise SpacegraphValueError(f"{source} does not have the released layout: " + "; ".join(problems))
     if unusable := [problem for key in sorted(state) if (problem := tensor_problem(key, state[key]))]:
-        raise ValueError(f"{source}: {'; '.join(unusable)}: the checkpoint is damaged; download it again")
+        raise SpacegraphValueError(f"{source}: {'; '.join(unusable)}: the checkpoint is damaged; download it again")
 
 
 def check_spaces(layout: ReleasedLayout, kind: str, clip: SpaceSpec, other: SpaceSpec, overlap: Modality) -> None:
     """Both spaces must have the heads' input dim; the CLIP space must embed the overlap modality (the other may
     be the 3D or audio tower alone, as the overlap was encoded by a tower it need not expose)."""
     if clip.name == other.name:
-        raise ValueError(f"a bridge joins two different spaces; both sides are {clip.name!r}")
+        raise SpacegraphValueError(f"a bridge joins two different spaces; both sides are {clip.name!r}")
     for role, spec in (("clip", clip), ("other", other)):
         if spec.dim != layout.head.in_dim:
-            raise ValueError(
+            raise SpacegraphValueError(
                 f"{kind} heads read {layout.head.in_dim}-d embeddings, but space {spec.name!r} ({role}) is "
                 f"{spec.dim}-d; the released trunk was {layout.trunks[role]}"
             )
     if overlap not in clip.modalities:
         have = ", ".join(m.value for m in clip.modalities)
-        raise ValueError(f"space {clip.name!r} has no {overlap.value!r} to bridge through; it has: {have}")
+        raise SpacegraphValueError(f"space {clip.name!r} has no {overlap.value!r} to bridge through; it has: {have}")
 
 
 def import_released_cmcr(
@@ -147,7 +157,7 @@ def import_released_cmcr(
     ``bridge.save(folder)``.
     """
     if kind not in LAYOUTS:
-        raise ValueError(f"unknown released checkpoint kind {kind!r}; known: {sorted(LAYOUTS)}")
+        raise SpacegraphValueError(f"unknown released checkpoint kind {kind!r}; known: {sorted(LAYOUTS)}")
     layout, path = LAYOUTS[kind], Path(path)
     overlap = as_modality(overlap) if overlap is not None else layout.overlap
     check_spaces(layout, kind, clip, other, overlap)

@@ -13,13 +13,10 @@ import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
+from ._errors import SaveRefusedError
+
 MARKER = ".spacegraph-save"  # written first into every box atomic_dir makes: proof that a leftover is ours
 SHOWN = 5  # foreign names listed in an error
-
-
-class SaveRefusedError(FileExistsError, ValueError):
-    """A save target that is not ours to replace: a file, a link, or a folder holding files the save did not
-    write. Both a FileExistsError and a ValueError, so callers catching either see it."""
 
 
 def _umask() -> int:

@@ -15,7 +15,13 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ._atomic import atomic_dir, recover_interrupted_save
-from ._errors import FingerprintMismatchError, UnknownNameError
+from ._errors import (
+    FingerprintMismatchError,
+    SpacegraphFileNotFoundError,
+    SpacegraphTypeError,
+    SpacegraphValueError,
+    UnknownNameError,
+)
 from ._modality import Modality
 from ._space import SpaceSpec, check_embeddings, fingerprint_state_dict
 from ._weights import layout_problems, read_shapes, read_tensors, tensor_problem
@@ -90,7 +96,7 @@ def check_bridge_name(name: str) -> str:
         problem = "as a path it is absolute or holds a '.' or '..' component"
     else:
         return name
-    raise ValueError(f"bridge name {name!r} is refused: {problem}; accepted: {NAME_ACCEPTED}")
+    raise SpacegraphValueError(f"bridge name {name!r} is refused: {problem}; accepted: {NAME_ACCEPTED}")
 
 
 class Calibration(BaseModel):
@@ -142,9 +148,11 @@ class BridgeCard(BaseModel):
     def _finite_quality(cls, quality: dict[str, float]) -> dict[str, float]:
         for key, value in quality.items():
             if not math.isfinite(value):
-                raise ValueError(f"quality[{key!r}] is {value}: quality values must be finite")
+                raise SpacegraphValueError(f"quality[{key!r}] is {value}: quality values must be finite")
             if key in QUALITY_IN_UNIT_RANGE and not 0 <= value <= 1:
-                raise ValueError(f"quality[{key!r}] is {value}: it is a retrieval quality, accepted in [0, 1]")
+                raise SpacegraphValueError(
+                    f"quality[{key!r}] is {value}: it is a retrieval quality, accepted in [0, 1]"
+                )
         return quality
 
     @field_validator("name")
@@ -159,23 +167,29 @@ class BridgeCard(BaseModel):
         space's dim; the heads land in one dim, the target space's for extend."""
         x, y = self.spaces
         if x.name == y.name:
-            raise ValueError(f"spaces: a bridge joins two different spaces; both are {x.name!r}")
+            raise SpacegraphValueError(f"spaces: a bridge joins two different spaces; both are {x.name!r}")
         if self.overlap not in (*x.modalities, *y.modalities):  # a released ULIP head reads only point clouds
             have = {ref.name: [m.value for m in ref.modalities] for ref in self.spaces}
-            raise ValueError(f"overlap {self.overlap.value!r}: neither space has it ({have})")
+            raise SpacegraphValueError(f"overlap {self.overlap.value!r}: neither space has it ({have})")
         if set(self.heads) != set(self.headed_spaces):
-            raise ValueError(
+            raise SpacegraphValueError(
                 f"heads: this {self.kind} bridge has heads for {self.headed_spaces}, got {sorted(self.heads)}"
             )
         for ref in self.spaces:
             head = self.heads.get(ref.name)
             if head is not None and head.in_dim != ref.dim:
-                raise ValueError(f"heads[{ref.name!r}].in_dim is {head.in_dim}, but space {ref.name!r} is {ref.dim}-d")
+                raise SpacegraphValueError(
+                    f"heads[{ref.name!r}].in_dim is {head.in_dim}, but space {ref.name!r} is {ref.dim}-d"
+                )
         out_dims = sorted({head.out_dim for head in self.heads.values()})
         if len(out_dims) > 1:
-            raise ValueError(f"heads: out_dim differs between heads ({out_dims}); both land in one joint space")
+            raise SpacegraphValueError(
+                f"heads: out_dim differs between heads ({out_dims}); both land in one joint space"
+            )
         if self.kind == "extend" and out_dims != [y.dim]:
-            raise ValueError(f"heads: out_dim is {out_dims[0]}, but the extend target {y.name!r} is {y.dim}-d")
+            raise SpacegraphValueError(
+                f"heads: out_dim is {out_dims[0]}, but the extend target {y.name!r} is {y.dim}-d"
+            )
         return self
 
     @property
@@ -265,7 +279,7 @@ class Bridge(nn.Module):
         with torch.inference_mode():
             projected = head.eval()(embeddings.float())
         if not torch.isfinite(projected).all():
-            raise ValueError(
+            raise SpacegraphValueError(
                 f"bridge {self.name!r}: its head for {space_name!r} gave NaN or inf from finite inputs (its weights "
                 "overflow); retrain it, e.g. with a lower lr or weight_decay"
             )
@@ -288,7 +302,7 @@ class Bridge(nn.Module):
         problems = [problem for key, value in self._flat_state().items() if (problem := tensor_problem(key, value))]
         if problems:
             where = source if source is not None else f"bridge {self.name!r}"
-            raise ValueError(
+            raise SpacegraphValueError(
                 f"{where}: {'; '.join(problems[:5])}: a bridge needs finite weights and statistics (training "
                 "diverged, or the file is damaged); retrain it, e.g. with a lower lr or weight_decay"
             )
@@ -319,11 +333,13 @@ class Bridge(nn.Module):
         card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
         for path in (card_path, weights_path):
             if not path.is_file():
-                raise FileNotFoundError(f"{path} not found: a bridge folder holds {CARD_FILE} and {WEIGHTS_FILE}")
+                raise SpacegraphFileNotFoundError(
+                    f"{path} not found: a bridge folder holds {CARD_FILE} and {WEIGHTS_FILE}"
+                )
         card = read_card(card_path)
         problems = layout_problems(read_shapes(weights_path), expected_shapes(card))
         if problems:
-            raise ValueError(f"{weights_path} does not match its card {CARD_FILE}: " + "; ".join(problems))
+            raise SpacegraphValueError(f"{weights_path} does not match its card {CARD_FILE}: " + "; ".join(problems))
         bridge = cls(card)
         state = read_tensors(weights_path)
         for name, head in zip(card.headed_spaces, bridge.heads):
@@ -342,10 +358,10 @@ def read_card(path: Path) -> BridgeCard:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ValueError(f"{path}: not a readable JSON bridge card ({err})") from err
+        raise SpacegraphValueError(f"{path}: not a readable JSON bridge card ({err})") from err
     version = data.get("format_version") if isinstance(data, dict) else None
     if isinstance(version, int) and version > FORMAT_VERSION:
-        raise ValueError(
+        raise SpacegraphValueError(
             f"{path}: bridge format {version} is newer than this spacegraph reads ({FORMAT_VERSION}); upgrade spacegraph"
         )
     try:
@@ -385,7 +401,7 @@ class BridgeFeatures:
     ) -> None:
         self.overlap_x, self.overlap_y = self._features(overlap_x, "overlap_x"), self._features(overlap_y, "overlap_y")
         if overlap_x.shape[0] != overlap_y.shape[0]:
-            raise ValueError(
+            raise SpacegraphValueError(
                 f"overlap_x has {overlap_x.shape[0]} rows but overlap_y has {overlap_y.shape[0]}: row i of both "
                 "must be the same overlap item encoded by each space"
             )
@@ -395,16 +411,18 @@ class BridgeFeatures:
     @staticmethod
     def _features(features: torch.Tensor, name: str) -> torch.Tensor:
         if not isinstance(features, torch.Tensor):
-            raise TypeError(
+            raise SpacegraphTypeError(
                 f"BridgeFeatures {name}: expected a torch.Tensor [rows, dim], got {type(features).__name__}; "
                 "convert a numpy array with torch.from_numpy(array)"
             )
         if features.ndim != 2:
-            raise ValueError(
+            raise SpacegraphValueError(
                 f"BridgeFeatures {name}: expected a 2-D tensor [rows, dim], got shape {list(features.shape)}"
             )
         if features.is_complex() or features.dtype == torch.bool:
-            raise TypeError(f"BridgeFeatures {name}: expected real-valued features, got dtype {features.dtype}")
+            raise SpacegraphTypeError(
+                f"BridgeFeatures {name}: expected real-valued features, got dtype {features.dtype}"
+            )
         return features.detach().float()
 
     def check(self, x: SpaceSpec, y: SpaceSpec) -> None:
@@ -416,7 +434,7 @@ class BridgeFeatures:
         if self.memory_y is not None:
             check_embeddings(self.memory_y, y.dim, f"memory features of {y.name!r}")
         if self.overlap_x.shape[0] < self.MIN_OVERLAP_ROWS:
-            raise ValueError(
+            raise SpacegraphValueError(
                 f"{self.overlap_x.shape[0]} overlap row(s): a bridge trains on at least {self.MIN_OVERLAP_ROWS} "
                 "(BatchNorm normalises over a batch), and holds 2 more out when it validates; add overlap data"
             )

@@ -9,21 +9,23 @@ from typing import Any
 
 import torch
 
+from ._errors import SpacegraphFileNotFoundError, SpacegraphValueError
+
 
 def load_weights_only(path: Path, what: str, *, allowed: Sequence[type] = ()) -> Any:
     """The content of a torch checkpoint, unpickled with ``weights_only=True``: only tensors, plain containers
     and the ``allowed`` classes are built, so no code from the file runs."""
     if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise SpacegraphFileNotFoundError(f"{what} not found: {path}")
     if path.is_dir():
-        raise ValueError(f"{path} is a folder, not a {what} file")
+        raise SpacegraphValueError(f"{path} is a folder, not a {what} file")
     try:
         with torch.serialization.safe_globals(list(allowed)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # the unpickler raises several kinds (UnpicklingError, RuntimeError, EOFError, ...)
         found = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
         detail = found.group(1) if found else (str(err).splitlines() or [type(err).__name__])[0]
-        raise ValueError(
+        raise SpacegraphValueError(
             f"could not load {what} {path} with torch.load(weights_only=True): {detail} (a corrupt file, or one "
             "holding objects other than tensors and plain containers, which are refused)"
         ) from err

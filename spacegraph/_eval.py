@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ._errors import SpacegraphValueError
+
 
 def _labels(labels: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(labels)).long()
@@ -15,7 +17,9 @@ def _labels(labels: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
 def _finite(scores: torch.Tensor, what: str) -> torch.Tensor:
     """Refuse NaN/inf similarities: ranking them (argmax picks a NaN first) would score garbage as a result."""
     if not torch.isfinite(scores).all():
-        raise ValueError(f"{what}: the similarities hold NaN or inf, so nothing can be ranked; check the embeddings")
+        raise SpacegraphValueError(
+            f"{what}: the similarities hold NaN or inf, so nothing can be ranked; check the embeddings"
+        )
     return scores
 
 
@@ -31,7 +35,9 @@ def retrieval_metrics(
     """
     q, g = _labels(query_labels), _labels(gallery_labels)
     if scores.shape != (len(q), len(g)):
-        raise ValueError(f"scores has shape {list(scores.shape)}, expected [{len(q)}, {len(g)}] (queries x gallery)")
+        raise SpacegraphValueError(
+            f"scores has shape {list(scores.shape)}, expected [{len(q)}, {len(g)}] (queries x gallery)"
+        )
     order = _finite(scores, "retrieval_metrics").argsort(dim=1, descending=True, stable=True)
     relevant = (g[order] == q[:, None]).float()
     metrics = {f"R@{k}": float(relevant[:, :k].amax(dim=1).mean()) for k in ks}

@@ -24,6 +24,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from ._atomic import atomic_path, write_text_atomic
+from ._errors import SpacegraphFileNotFoundError, SpacegraphTypeError, SpacegraphValueError
 from ._modality import Modality, as_modality
 from ._names import check_path_name, path_component
 from ._space import Space, batch_length, check_embeddings
@@ -74,7 +75,7 @@ class FeatureManifest(BaseModel):
         for index, entry in enumerate(self.shards):
             rows = min(self.shard_rows, self.n_items - index * self.shard_rows)
             if (entry.file, entry.rows) != (shard_name(index), rows):
-                raise ValueError(
+                raise SpacegraphValueError(
                     f"shard {index} must be {shard_name(index)} with {rows} rows, got {entry.file} with {entry.rows}"
                 )
         return self
@@ -88,7 +89,7 @@ class FeatureManifest(BaseModel):
         return self.model_dump(exclude={"shards"})
 
 
-class _DamagedCache(ValueError):
+class _DamagedCache(SpacegraphValueError):
     """A cache file this module wrote that is missing, truncated, replaced or holds NaN/inf."""
 
 
@@ -123,7 +124,9 @@ def _update(digest: Any, item: Any, modality: Modality, where: str) -> None:
     elif isinstance(item, os.PathLike):
         path = os.fspath(item)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{where}: {path!s} is not a file; the feature cache hashes the content of a path")
+            raise SpacegraphFileNotFoundError(
+                f"{where}: {path!s} is not a file; the feature cache hashes the content of a path"
+            )
         _put(digest, "path", os.fsencode(path))
         _put(digest, "file", _file_sha256(path))
     elif isinstance(item, (bytes, bytearray, memoryview)):
@@ -148,7 +151,7 @@ def _update(digest: Any, item: Any, modality: Modality, where: str) -> None:
         for index, element in enumerate(item):
             _update(digest, element, modality, f"{where}[{index}]")
     else:
-        raise TypeError(
+        raise SpacegraphTypeError(
             f"{where}: the feature cache cannot fingerprint a {type(item).__name__}; it takes {_FINGERPRINTABLE}"
         )
 
@@ -167,7 +170,7 @@ def _update_image(digest: Any, image: Image.Image, where: str) -> None:
     try:
         pixels = image.tobytes()
     except (OSError, ValueError) as err:
-        raise ValueError(f"{where}: the image cannot be read ({err})") from err
+        raise SpacegraphValueError(f"{where}: the image cannot be read ({err})") from err
     _put(digest, "image", f"{image.mode}|{image.size}".encode())
     _put(digest, "palette", bytes(image.getpalette() or []))
     _put(digest, "data", pixels)
@@ -180,7 +183,7 @@ def _file_sha256(path: str | bytes) -> bytes:
             while chunk := file.read(1 << 20):
                 digest.update(chunk)
     except OSError as err:
-        raise ValueError(f"{os.fsdecode(path)}: cannot be read to fingerprint it ({err.strerror})") from err
+        raise SpacegraphValueError(f"{os.fsdecode(path)}: cannot be read to fingerprint it ({err.strerror})") from err
     return digest.digest()
 
 
@@ -191,7 +194,9 @@ def _make_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as err:
-        raise ValueError(f"cannot create the feature cache folder {path}: a file is in the way ({err})") from err
+        raise SpacegraphValueError(
+            f"cannot create the feature cache folder {path}: a file is in the way ({err})"
+        ) from err
 
 
 def _read_manifest(folder: Path) -> FeatureManifest | None:
@@ -203,9 +208,9 @@ def _read_manifest(folder: Path) -> FeatureManifest | None:
     try:
         raw = path.read_bytes()
     except OSError as err:
-        raise ValueError(f"{path}: cannot read the feature cache manifest ({err.strerror})") from err
+        raise SpacegraphValueError(f"{path}: cannot read the feature cache manifest ({err.strerror})") from err
     if not _is_own_manifest(raw, folder):
-        raise ValueError(
+        raise SpacegraphValueError(
             f"{folder} holds a {MANIFEST} that is not a spacegraph feature manifest; the feature cache leaves it "
             "untouched: move it away, or use another cache root or dataset name"
         )
@@ -294,7 +299,7 @@ class FeatureStore:
 
     def __init__(self, root: str | os.PathLike, *, shard_rows: int = 4096) -> None:
         if shard_rows < 1:
-            raise ValueError(f"shard_rows must be >= 1, got {shard_rows}")
+            raise SpacegraphValueError(f"shard_rows must be >= 1, got {shard_rows}")
         self.root = Path(root)
         self.shard_rows = shard_rows
 
@@ -322,7 +327,7 @@ class FeatureStore:
         folder = self.folder(space.name, modality, dataset)
         n_items = batch_length(inputs)
         if n_items == 0:
-            raise ValueError(f"no {modality.value} inputs for dataset {dataset!r}; pass at least one item")
+            raise SpacegraphValueError(f"no {modality.value} inputs for dataset {dataset!r}; pass at least one item")
         fresh = FeatureManifest(
             space=space.name,
             fingerprint=space.spec.fingerprint,
@@ -355,7 +360,7 @@ class FeatureStore:
         what = f"space {space.name!r} {modality.value} embeddings for the feature cache"
         embeddings = check_embeddings(embeddings, space.spec.dim, what).to(torch.float32)
         if len(embeddings) != n_rows:
-            raise ValueError(f"{what}: {len(embeddings)} rows for {n_rows} inputs")
+            raise SpacegraphValueError(f"{what}: {len(embeddings)} rows for {n_rows} inputs")
         return embeddings
 
     @staticmethod
@@ -380,7 +385,9 @@ class FeatureStore:
         """Read a finished cache, verifying every shard; refuses a missing, incomplete or damaged one."""
         folder = self.folder(space_name, modality, dataset)
         if not (folder / MANIFEST).is_file():
-            raise FileNotFoundError(f"no cached features at {folder}; extract them with FeatureStore.encode first")
+            raise SpacegraphFileNotFoundError(
+                f"no cached features at {folder}; extract them with FeatureStore.encode first"
+            )
         with self._lock(folder):
             try:
                 manifest = _read_manifest(folder)
@@ -388,11 +395,13 @@ class FeatureStore:
                     raise _DamagedCache(f"feature cache manifest {folder / MANIFEST} was removed")
                 found = (manifest.space, manifest.modality.value, manifest.dataset)
                 if found != (space_name, as_modality(modality).value, dataset):
-                    raise ValueError(f"{folder / MANIFEST} is for (space, modality, dataset) {found}")
+                    raise SpacegraphValueError(f"{folder / MANIFEST} is for (space, modality, dataset) {found}")
                 if manifest.rows_done < manifest.n_items:
-                    raise ValueError(
+                    raise SpacegraphValueError(
                         f"cache {folder} is incomplete ({manifest.rows_done}/{manifest.n_items} rows); run encode again"
                     )
                 return torch.cat([_read_shard(folder, manifest, index) for index in range(len(manifest.shards))])
             except _DamagedCache as err:
-                raise ValueError(f"{err}; run FeatureStore.encode with the same inputs to extract it again") from err
+                raise SpacegraphValueError(
+                    f"{err}; run FeatureStore.encode with the same inputs to extract it again"
+                ) from err

@@ -27,7 +27,7 @@ import torch
 from pydantic import ValidationError
 
 from ._bridge import Bridge, BridgeCard, BridgeFeatures
-from ._errors import NoRouteError, UnknownNameError
+from ._errors import NoRouteError, SpacegraphTypeError, SpacegraphValueError, UnknownNameError
 from ._features import FeatureStore
 from ._joint import JointSpace
 from ._modality import Modality, as_modality
@@ -55,7 +55,7 @@ def bridge_cost(bridge: Bridge) -> float:
         BridgeCard.model_validate(bridge.card.model_dump())
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"bridge {bridge.name!r} has an invalid card: {problems}") from err
+        raise SpacegraphValueError(f"bridge {bridge.name!r} has an invalid card: {problems}") from err
     return bridge.card.cost
 
 
@@ -121,7 +121,7 @@ class Route:
         modality = as_modality(modality)
         if modality not in self.legs:
             have = ", ".join(m.value for m in self.legs)
-            raise ValueError(f"this route embeds {have}, not {modality.value!r}")
+            raise SpacegraphValueError(f"this route embeds {have}, not {modality.value!r}")
         return self.legs[modality]
 
     def encode(self, modality: str | Modality, inputs: Any, **encode_kwargs: Any) -> torch.Tensor:
@@ -168,7 +168,9 @@ def _parse_end(end: str | Modality, pinned: str | None, role: str) -> tuple[Moda
     """The modality of ``end`` and the space pinned to encode it, by ``"space:modality"`` or by keyword."""
     named, _, modality = str(end).rpartition(":")
     if named and pinned is not None and named != pinned:
-        raise ValueError(f"{end!r} pins {named!r} but {role}={pinned!r}; name the {role} space once, either way")
+        raise SpacegraphValueError(
+            f"{end!r} pins {named!r} but {role}={pinned!r}; name the {role} space once, either way"
+        )
     return as_modality(modality), named or pinned
 
 
@@ -321,20 +323,20 @@ class SpaceGraph:
     # -- building -------------------------------------------------------------------------------------------
     def add_space(self, space: Space) -> Space:
         if not isinstance(space, Space):
-            raise TypeError(f"add_space takes a spacegraph.Space, got {type(space).__name__}")
+            raise SpacegraphTypeError(f"add_space takes a spacegraph.Space, got {type(space).__name__}")
         self._add_node(space, joint=False)
         return space
 
     def _add_node(self, space: Space, *, joint: bool) -> None:
         if space.name in self._graph:
-            raise ValueError(f"the graph already has a node named {space.name!r}")
+            raise SpacegraphValueError(f"the graph already has a node named {space.name!r}")
         self._graph.add_node(space.name, space=space, joint=joint, modalities=space.modalities)
 
     def add_bridge(self, bridge: Bridge) -> Bridge:
         """Add a trained bridge; its spaces must be in the graph with the same weights it was trained on, and its
         card valid (a quality in [0, 1])."""
         if bridge.name in self._bridges:
-            raise ValueError(f"the graph already has a bridge named {bridge.name!r}; a bridge is added once")
+            raise SpacegraphValueError(f"the graph already has a bridge named {bridge.name!r}; a bridge is added once")
         cost = bridge_cost(bridge)
         for name in bridge.space_names:
             if name not in self._graph:
@@ -435,9 +437,11 @@ class SpaceGraph:
         if pinned not in self._graph:
             raise UnknownNameError(f"no space named {pinned!r} (the {role} space); {accepted}")
         if self._graph.nodes[pinned]["joint"]:
-            raise ValueError(f"{pinned!r} is a joint space; the {role} space must be added with add_space; {accepted}")
+            raise SpacegraphValueError(
+                f"{pinned!r} is a joint space; the {role} space must be added with add_space; {accepted}"
+            )
         have = ", ".join(m.value for m in self.space(pinned).modalities)
-        raise ValueError(f"space {pinned!r} does not embed {modality.value!r}; it embeds: {have}; {accepted}")
+        raise SpacegraphValueError(f"space {pinned!r} does not embed {modality.value!r}; it embeds: {have}; {accepted}")
 
     def _reach(self, entries: list[str]) -> tuple[dict[str, float], dict[str, list[str]]]:
         """Cost and cheapest path to every node reachable from any of ``entries``."""
@@ -554,7 +558,7 @@ class SpaceGraph:
         every entry space's cheapest route fits as well, all of them are kept, and the best of the others fill the
         room left; if not, the ``max_routes`` best are kept."""
         if max_routes < 1:
-            raise ValueError(f"max_routes must be >= 1, got {max_routes}")
+            raise SpacegraphValueError(f"max_routes must be >= 1, got {max_routes}")
         a_end, b_end = self._end(a, source, "source"), self._end(b, target, "target")
         a, b = a_end.modality, b_end.modality
         kept = _keep(*self._meetings(a_end.entries, b_end.entries), max_routes)
@@ -608,7 +612,9 @@ class SpaceGraph:
         registered; memories of the other modalities are used where registered (otherwise the bridge trains on
         native pairs only)."""
         if self.store is None:
-            raise ValueError("train_missing needs a feature cache: SpaceGraph(..., store=FeatureStore(folder))")
+            raise SpacegraphValueError(
+                "train_missing needs a feature cache: SpaceGraph(..., store=FeatureStore(folder))"
+            )
         x, y, via = self._missing_link(self._end(a, source, "source"), self._end(b, target, "target"))
         features = self._link_features(x, y, via)
         overrides = {"kind": "connect", "use_memory": features.memory_x is not None and features.memory_y is not None}

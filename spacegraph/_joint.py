@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ._bridge import Bridge
+from ._errors import SpacegraphValueError
 from ._modality import Modality
 from ._space import Space, SpaceSpec
 
@@ -24,11 +25,11 @@ class JointSpace(Space):
     def __init__(self, bridge: Bridge, spaces: Sequence[Space]) -> None:
         super().__init__()
         if bridge.card.kind != "connect":
-            raise ValueError(f"bridge {bridge.name!r} is an extend bridge: it adds no joint space")
+            raise SpacegraphValueError(f"bridge {bridge.name!r} is an extend bridge: it adds no joint space")
         by_name = {space.name: space for space in spaces}
         missing = [name for name in bridge.space_names if name not in by_name]
         if missing:
-            raise ValueError(f"joint space {bridge.name!r} needs its spaces {missing}; pass them too")
+            raise SpacegraphValueError(f"joint space {bridge.name!r} needs its spaces {missing}; pass them too")
         for name in bridge.space_names:
             bridge.check_space(by_name[name].spec)
         self.bridge = bridge

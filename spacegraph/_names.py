@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from ._errors import SpacegraphValueError
+
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 ACCEPTED = "1-100 characters: letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
 
@@ -13,7 +15,7 @@ def check_path_name(name: object, what: str) -> str:
     """``name`` itself, if it is safe as one path component (no separator, no '..', not absolute); else a
     ValueError saying what was wrong and what is accepted."""
     if not isinstance(name, str) or not _SAFE.match(name):
-        raise ValueError(f"{what} {name!r} cannot name a file or folder; accepted: {ACCEPTED}")
+        raise SpacegraphValueError(f"{what} {name!r} cannot name a file or folder; accepted: {ACCEPTED}")
     return name
 
 
@@ -22,7 +24,7 @@ def path_component(name: str) -> str:
     ``/models/clip``): the name itself when it is safe, else its safe characters plus a hash of the whole name,
     so two different names never share a folder."""
     if not isinstance(name, str) or not name:
-        raise ValueError(f"a name that becomes a folder must be a non-empty string, got {name!r}")
+        raise SpacegraphValueError(f"a name that becomes a folder must be a non-empty string, got {name!r}")
     if _SAFE.match(name):
         return name
     slug = re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._+-")[:60] or "name"

@@ -5,13 +5,15 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from ._errors import MissingExtraError
+
 
 def require(module: str, extra: str) -> ModuleType:
     """Import ``module`` or raise an ImportError saying ``pip install "spacegraph[<extra>]"``."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(
+        raise MissingExtraError(
             f"{module} is needed here but could not be imported ({exc}); install it with "
             f'pip install "spacegraph[{extra}]"'
         ) from exc

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._bridge import Calibration
+from ._errors import SpacegraphValueError
 from ._eval import retrieval_metrics
 
 if TYPE_CHECKING:
@@ -34,14 +35,16 @@ class Probe:
         """Row i of ``source_inputs`` and of ``target_inputs`` are one true pair."""
         n_source, n_target = len(source_inputs), len(target_inputs)
         if n_source != n_target:
-            raise ValueError(f"a paired probe needs as many source as target items, got {n_source} and {n_target}")
+            raise SpacegraphValueError(
+                f"a paired probe needs as many source as target items, got {n_source} and {n_target}"
+            )
         return cls(name, source_inputs, np.arange(n_source), target_inputs, np.arange(n_target), features)
 
     def __post_init__(self) -> None:
         for side in ("source", "target"):
             inputs, labels = getattr(self, f"{side}_inputs"), getattr(self, f"{side}_labels")
             if len(inputs) == 0 or len(inputs) != len(labels):
-                raise ValueError(
+                raise SpacegraphValueError(
                     f"probe {self.name!r}: {len(inputs)} {side} inputs and {len(labels)} {side} labels; "
                     "each side needs at least one item and one label per item"
                 )
@@ -69,7 +72,7 @@ def calibrate(route: Route, probe: Probe, measured: float) -> None:
     measured value (up to the [0, 1] bound)."""
     bridges = route.bridges
     if not bridges:
-        raise ValueError(f"{route!r} stays inside one space: it has no bridge to calibrate")
+        raise SpacegraphValueError(f"{route!r} stays inside one space: it has no bridge to calibrate")
     expected = route.expected_quality
     ratio = (measured / expected) ** (1 / len(bridges)) if expected > 0 else 0.0
     for bridge in bridges:

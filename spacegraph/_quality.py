@@ -60,7 +60,7 @@ def cosine_silhouette(x: torch.Tensor, assign: torch.Tensor, distance: torch.Ten
     return float(torch.where(own > 1, s, torch.zeros_like(s)).mean())
 
 
-def _subsample(x: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+def subsample(x: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
     return x if len(x) <= n else x[torch.randperm(len(x), generator=generator)[:n]]
 
 
@@ -98,7 +98,7 @@ class PseudoLabels:
         near = torch.unique(torch.cat([(mx @ bx.T).argmax(dim=1), (my @ by.T).argmax(dim=1)]))
         joint = F.normalize(torch.cat([bx[near], by[near]], dim=1), dim=1)
         candidates = [k for k in cluster_counts if k < len(near)] or [max(1, len(near) // 2)]
-        sample = _subsample(torch.arange(len(joint)), SILHOUETTE_ROWS, torch.Generator().manual_seed(seed))
+        sample = subsample(torch.arange(len(joint)), SILHOUETTE_ROWS, torch.Generator().manual_seed(seed))
         distance = 1 - joint[sample] @ joint[sample].T
         best = {k: _best_clustering(joint, k, restarts, seed, sample, distance) for k in candidates}
         self.silhouettes = {k: score for k, (score, _) in best.items()}
@@ -153,7 +153,7 @@ def estimate_quality(
     same data is scored on the same items and pseudo labels.
     """
     generator = torch.Generator().manual_seed(0)
-    mx, my = _subsample(memory_x, max_items, generator), _subsample(memory_y, max_items, generator)
+    mx, my = subsample(memory_x, max_items, generator), subsample(memory_y, max_items, generator)
     labels = PseudoLabels(overlap_x, overlap_y, mx, my)
     with torch.inference_mode():
         estimate = pseudo_map(project_x(mx), project_y(my), labels)

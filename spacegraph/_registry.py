@@ -8,7 +8,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-from ._errors import UnknownNameError
+from ._errors import MissingExtraError, SpacegraphValueError, UnknownNameError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Registry:
     def add(self, name: str, factory: Callable[..., Any]) -> None:
         existing = self._factories.get(name)
         if existing is not None and existing is not factory:
-            raise ValueError(f"a {self.kind} named {name!r} is already registered ({existing!r})")
+            raise SpacegraphValueError(f"a {self.kind} named {name!r} is already registered ({existing!r})")
         self._factories[name] = factory
 
     def discover(self, *, refresh: bool = False) -> None:
@@ -73,7 +73,7 @@ class Registry:
         if name in self._factories:
             return self._factories[name]
         if name in self._failed:
-            raise ImportError(f"{self.kind} plugin {name!r} failed to import: {self._failed[name]}")
+            raise MissingExtraError(f"{self.kind} plugin {name!r} failed to import: {self._failed[name]}")
         known = ", ".join(self.names()) or "(none)"
         raise UnknownNameError(f"unknown {self.kind} {name!r}; registered: {known}")
 

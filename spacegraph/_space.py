@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
+from ._errors import SpacegraphTypeError, SpacegraphValueError
 from ._modality import Modality, as_modality
 
 
@@ -35,7 +36,7 @@ class SpaceSpec(BaseModel):
     @classmethod
     def _unique(cls, value: tuple[Modality, ...]) -> tuple[Modality, ...]:
         if len(set(value)) != len(value):
-            raise ValueError(f"modalities must be unique, got {[m.value for m in value]}")
+            raise SpacegraphValueError(f"modalities must be unique, got {[m.value for m in value]}")
         return value
 
 
@@ -98,22 +99,26 @@ def enumerate_batch(batch: Iterable[Any]) -> Iterator[tuple[int, Any]]:
 def check_embeddings(embeddings: torch.Tensor, dim: int, what: str) -> torch.Tensor:
     """Refuse a batch of embeddings of the wrong shape or with NaN/inf, saying which."""
     if not isinstance(embeddings, torch.Tensor):
-        raise TypeError(f"{what}: expected a torch.Tensor of shape [n, {dim}], got {type(embeddings).__name__}")
+        raise SpacegraphTypeError(
+            f"{what}: expected a torch.Tensor of shape [n, {dim}], got {type(embeddings).__name__}"
+        )
     if embeddings.ndim != 2 or embeddings.shape[1] != dim:
-        raise ValueError(f"{what}: expected shape [n, {dim}], got {list(embeddings.shape)}")
+        raise SpacegraphValueError(f"{what}: expected shape [n, {dim}], got {list(embeddings.shape)}")
     if embeddings.shape[0] == 0:
-        raise ValueError(f"{what}: empty batch; pass at least one row")
+        raise SpacegraphValueError(f"{what}: empty batch; pass at least one row")
     bad = ~torch.isfinite(embeddings).all(dim=1)
     if bad.any():
         rows = bad.nonzero().flatten()[:5].tolist()
-        raise ValueError(f"{what}: {int(bad.sum())} rows contain NaN or inf (first rows: {rows})")
+        raise SpacegraphValueError(f"{what}: {int(bad.sum())} rows contain NaN or inf (first rows: {rows})")
     return embeddings
 
 
 def batch_length(inputs: Any) -> int:
     """Number of items in a batch given as a list/tuple, numpy array or tensor (first axis)."""
     if isinstance(inputs, (str, bytes)) or not isinstance(inputs, (Sequence, np.ndarray, torch.Tensor)):
-        raise TypeError(f"inputs must be a list, tuple, numpy array or tensor of items, got {type(inputs).__name__}")
+        raise SpacegraphTypeError(
+            f"inputs must be a list, tuple, numpy array or tensor of items, got {type(inputs).__name__}"
+        )
     return len(inputs)
 
 
@@ -146,7 +151,7 @@ class Space(abc.ABC):
         modality = as_modality(modality)
         if modality not in self.spec.modalities:
             have = ", ".join(m.value for m in self.spec.modalities)
-            raise ValueError(f"space {self.spec.name!r} does not embed {modality.value!r}; it embeds: {have}")
+            raise SpacegraphValueError(f"space {self.spec.name!r} does not embed {modality.value!r}; it embeds: {have}")
         return modality
 
     def to(self, device: str | torch.device) -> Space:
@@ -168,9 +173,9 @@ class Space(abc.ABC):
         modality = self.check_modality(modality)
         n = batch_length(inputs)
         if n == 0:
-            raise ValueError(f"empty batch of {modality.value} inputs; pass at least one item")
+            raise SpacegraphValueError(f"empty batch of {modality.value} inputs; pass at least one item")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise SpacegraphValueError(f"batch_size must be >= 1, got {batch_size}")
         if device is not None:
             self.to(device)
         chunks = []

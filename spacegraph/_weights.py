@@ -10,6 +10,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
+from ._errors import SpacegraphValueError
+
 Shapes = Mapping[str, tuple[int, ...]]
 
 
@@ -19,14 +21,14 @@ def read_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(path), framework="pt") as weights:
             return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+        raise SpacegraphValueError(f"{path}: not a readable safetensors file ({err})") from err
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+        raise SpacegraphValueError(f"{path}: not a readable safetensors file ({err})") from err
 
 
 def layout_problems(found: Shapes, expected: Shapes) -> list[str]:

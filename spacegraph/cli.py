@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ._atomic import write_text_atomic
+from ._errors import SpacegraphValueError
 
 DEFAULT_DATA = os.environ.get("SPACEGRAPH_DATA", "../shared/data")
 
@@ -20,16 +21,16 @@ def _check_writable(path: Path, option: str, *, folder: bool) -> None:
     """Refuse, before any work, an output that cannot be written: a file where a folder must be (at the path or
     above it), a folder where a file must be, or a folder where no file can be created."""
     if not folder and path.is_dir():
-        raise ValueError(f"{option} {path} is a folder; give the path of a file to write")
+        raise SpacegraphValueError(f"{option} {path} is a folder; give the path of a file to write")
     target = path if folder else path.parent
     existing = next(parent for parent in (target, *target.parents) if parent.exists())
     if not existing.is_dir():
-        raise ValueError(f"{option} {path}: {existing} is a file, not a folder")
+        raise SpacegraphValueError(f"{option} {path}: {existing} is a file, not a folder")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
-        raise ValueError(f"{option} {path}: cannot write in {existing} ({err.strerror or err})") from err
+        raise SpacegraphValueError(f"{option} {path}: cannot write in {existing} ({err.strerror or err})") from err
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -18,6 +18,8 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
+from spacegraph.plugin import SpacegraphValueError
+
 # What numpy, zipfile, gzip and json raise on a damaged file (a missing one is reported before reading).
 _READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error)
 
@@ -41,7 +43,7 @@ def read_npz(path: Path, keys: Iterable[str]) -> dict[str, np.ndarray]:
     """The arrays ``keys`` of the ``.npz`` archive at ``path``, read in full."""
     keys = list(keys)
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not an .npz (zip) archive of {keys}; is it truncated? copy it again")
+        raise SpacegraphValueError(f"{path}: not an .npz (zip) archive of {keys}; is it truncated? copy it again")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in keys if key in archive.files}
@@ -50,7 +52,7 @@ def read_npz(path: Path, keys: Iterable[str]) -> dict[str, np.ndarray]:
         raise _damaged(path, "an .npz archive", err) from err
     missing = [key for key in keys if key not in arrays]
     if missing:
-        raise ValueError(f"{path}: no array {missing} in this archive; it holds {held}, expected {keys}")
+        raise SpacegraphValueError(f"{path}: no array {missing} in this archive; it holds {held}, expected {keys}")
     return arrays
 
 
@@ -78,11 +80,11 @@ def read_synsets(path: Path, required: Iterable[str] = ()) -> dict[str, Synset]:
     except ValidationError as err:
         first = err.errors()[0]
         where = "/".join(str(part) for part in first["loc"]) or "the document"
-        raise ValueError(
+        raise SpacegraphValueError(
             f"{path}: not the OEWN noun synsets by id, each with lists of strings {list(Synset.__annotations__)} "
             f"({where}: {first['msg']}); is it truncated? copy it again"
         ) from err
     missing = [synset_id for synset_id in required if synset_id not in synsets]
     if missing:
-        raise ValueError(f"{path}: synsets {missing} are missing; is it the OEWN noun file?")
+        raise SpacegraphValueError(f"{path}: synsets {missing} are missing; is it the OEWN noun file?")
     return synsets

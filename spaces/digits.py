@@ -21,8 +21,14 @@ import torch
 from torch import nn
 
 from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
-from spacegraph._space import enumerate_batch
-from spacegraph._weights import layout_problems, read_tensors, tensor_problem
+from spacegraph.plugin import (
+    SpacegraphFileNotFoundError,
+    SpacegraphValueError,
+    enumerate_batch,
+    layout_problems,
+    read_tensors,
+    tensor_problem,
+)
 
 from .data_files import read_json
 from .media import check_texts, load_audio, load_image
@@ -66,7 +72,7 @@ def tokenize_batch(texts: Sequence[Any], tokenizer: str, buckets: int) -> tuple[
     for i, text in enumerate_batch(check_texts(texts)):
         item_ids = TOKENIZERS[tokenizer](text, buckets)
         if not item_ids:
-            raise ValueError(f"text item {i} ({text!r}) has no word characters to embed")
+            raise SpacegraphValueError(f"text item {i} ({text!r}) has no word characters to embed")
         offsets.append(len(ids))
         ids += item_ids
     return torch.tensor(ids, dtype=torch.long), torch.tensor(offsets, dtype=torch.long)
@@ -209,15 +215,19 @@ def load_weights(folder: Path, name: str) -> tuple[dict, dict[str, torch.Tensor]
     config_path, weights_path = folder / "config.json", folder / "model.safetensors"
     for path in (config_path, weights_path):
         if not path.exists():
-            raise FileNotFoundError(f"missing {path}; the training scripts in examples/ write it, or pass weights_dir")
+            raise SpacegraphFileNotFoundError(
+                f"missing {path}; the training scripts in examples/ write it, or pass weights_dir"
+            )
     config = read_json(config_path)
     found = config.get("name") if isinstance(config, dict) else f"a JSON {type(config).__name__}"
     if found != name:
-        raise ValueError(f"{config_path} is for space {found!r}, expected {name!r}")
+        raise SpacegraphValueError(f"{config_path} is for space {found!r}, expected {name!r}")
     state = read_tensors(weights_path)
     problems = [problem for key in sorted(state) if (problem := tensor_problem(key, state[key]))]
     if problems:
-        raise ValueError(f"{weights_path}: {'; '.join(problems[:5])}; these weights are damaged, copy them again")
+        raise SpacegraphValueError(
+            f"{weights_path}: {'; '.join(problems[:5])}; these weights are damaged, copy them again"
+        )
     return config, state
 
 
@@ -247,13 +257,13 @@ class SmallSpace(Space):
         try:
             model = self.MODEL(self.config)
         except (KeyError, TypeError, ValueError, IndexError) as err:
-            raise ValueError(
+            raise SpacegraphValueError(
                 f"{folder / 'config.json'}: not a {self.NAME} config ({type(err).__name__}: {err})"
             ) from err
         expected = {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
         problems = layout_problems({key: tuple(tensor.shape) for key, tensor in state.items()}, expected)
         if problems:
-            raise ValueError(
+            raise SpacegraphValueError(
                 f"{folder / 'model.safetensors'} does not fit {folder / 'config.json'}: {'; '.join(problems[:5])}; "
                 "copy both again from the same training run"
             )

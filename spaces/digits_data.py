@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spacegraph.plugin import SpacegraphFileNotFoundError, SpacegraphValueError
+
 from .data_files import read_json, read_npz, read_synsets
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -39,7 +41,7 @@ _FSDD_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)$")
 def _require(path: Path) -> Path:
     """Raw data under the data folder, with a hint on where it comes from."""
     if not path.exists():
-        raise FileNotFoundError(
+        raise SpacegraphFileNotFoundError(
             f"expected {path}; point the SPACEGRAPH_DATA env var (or --data) at the folder holding "
             "fsdd/, mnist5k/ and oewn/ (the project's ../shared/data)"
         )
@@ -49,14 +51,14 @@ def _require(path: Path) -> Path:
 def _require_asset(path: Path) -> Path:
     """A file shipped under spaces/assets, written by the training script."""
     if not path.exists():
-        raise FileNotFoundError(f"missing {path}; run examples/train_digit_spaces.py to create it")
+        raise SpacegraphFileNotFoundError(f"missing {path}; run examples/train_digit_spaces.py to create it")
     return path
 
 
 def _fsdd_key(path: Path) -> tuple[int, str, int]:
     match = _FSDD_NAME.match(path.stem)
     if match is None:
-        raise ValueError(f"not an FSDD file name {{digit}}_{{speaker}}_{{take}}: {path.name}")
+        raise SpacegraphValueError(f"not an FSDD file name {{digit}}_{{speaker}}_{{take}}: {path.name}")
     return int(match[1]), match[2], int(match[3])
 
 
@@ -70,7 +72,7 @@ def fsdd_split(data_dir: str | Path) -> dict:
     folder = _require(Path(data_dir) / "fsdd" / "recordings")
     wavs = list(folder.glob("*.wav"))
     if not wavs:
-        raise FileNotFoundError(f"no .wav files in {folder}; set SPACEGRAPH_DATA to the folder holding fsdd/")
+        raise SpacegraphFileNotFoundError(f"no .wav files in {folder}; set SPACEGRAPH_DATA to the folder holding fsdd/")
     test = [p for p in wavs if _fsdd_key(p)[2] in FSDD_TEST_TAKES]
     train = [p for p in wavs if _fsdd_key(p)[2] not in FSDD_TEST_TAKES]
     train_paths, train_labels = _sorted_fsdd(train)
@@ -143,7 +145,9 @@ def class_prompts() -> list[str]:
 def _flac_split(folder: Path) -> tuple[list[str], np.ndarray]:
     paths = list(_require_asset(folder).glob("*.flac"))
     if not paths:
-        raise FileNotFoundError(f"no .flac files in {folder}; run examples/train_digit_spaces.py to create them")
+        raise SpacegraphFileNotFoundError(
+            f"no .flac files in {folder}; run examples/train_digit_spaces.py to create them"
+        )
     return _sorted_fsdd(paths)
 
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spacegraph import Modality
-from spacegraph._space import enumerate_batch
+from spacegraph.plugin import MissingExtraError, SpacegraphTypeError, SpacegraphValueError, enumerate_batch
 
 from .digits import ImageTower, SmallSpace
 from .media import load_image
@@ -45,10 +45,10 @@ def _as_unit_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Images ``[..., H, W]`` (uint8 0..255 or float 0..1) as a float32 tensor ``[N, H, W]`` in [0, 1]."""
     tensor = images.detach().cpu() if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
     if tensor.ndim < 2:
-        raise ValueError(f"expected images shaped [..., H, W], got shape {list(tensor.shape)}")
+        raise SpacegraphValueError(f"expected images shaped [..., H, W], got shape {list(tensor.shape)}")
     unit = tensor.float() / 255.0 if tensor.dtype == torch.uint8 else tensor.float()
     if not torch.isfinite(unit).all() or unit.min() < 0 or unit.max() > 1:
-        raise ValueError("images must be uint8 (0..255) or floats in [0, 1] without NaN")
+        raise SpacegraphValueError("images must be uint8 (0..255) or floats in [0, 1] without NaN")
     return unit.reshape(-1, *unit.shape[-2:])
 
 
@@ -131,7 +131,7 @@ def load_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:
-        raise ImportError("load_sklearn_digits needs scikit-learn: pip install scikit-learn") from err
+        raise MissingExtraError("load_sklearn_digits needs scikit-learn: pip install scikit-learn") from err
     digits = load_digits()
     return digits.images.astype(np.float32), digits.target.astype(np.int64)
 
@@ -141,20 +141,22 @@ def check_lowres(item: Any, what: str = "lowres_image item") -> np.ndarray:
     if isinstance(item, torch.Tensor):
         item = item.detach().cpu().float().numpy()
     if isinstance(item, (str, bytes, Path)):
-        raise TypeError(f"{what}: got a {type(item).__name__}; {LOWRES_ACCEPTED}")
+        raise SpacegraphTypeError(f"{what}: got a {type(item).__name__}; {LOWRES_ACCEPTED}")
     try:
         arr = np.asarray(item)
     except (ValueError, TypeError) as err:  # ragged nested lists
-        raise ValueError(f"{what}: not a rectangular array of numbers ({err}); {LOWRES_ACCEPTED}") from err
+        raise SpacegraphValueError(f"{what}: not a rectangular array of numbers ({err}); {LOWRES_ACCEPTED}") from err
     if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{what}: values must be numbers, got dtype {arr.dtype}; {LOWRES_ACCEPTED}")
+        raise SpacegraphTypeError(f"{what}: values must be numbers, got dtype {arr.dtype}; {LOWRES_ACCEPTED}")
     if arr.shape not in ((LOWRES_SIDE, LOWRES_SIDE), (LOWRES_SIDE * LOWRES_SIDE,)):
-        raise ValueError(f"{what}: shape {list(arr.shape)} is neither [8, 8] nor [64]; {LOWRES_ACCEPTED}")
+        raise SpacegraphValueError(f"{what}: shape {list(arr.shape)} is neither [8, 8] nor [64]; {LOWRES_ACCEPTED}")
     arr = arr.astype(np.float32).reshape(LOWRES_SIDE, LOWRES_SIDE)
     if not np.isfinite(arr).all():
-        raise ValueError(f"{what}: contains NaN or inf")
+        raise SpacegraphValueError(f"{what}: contains NaN or inf")
     if arr.min() < 0 or arr.max() > LOWRES_MAX:
-        raise ValueError(f"{what}: values must lie in [0, 16], got [{arr.min():g}, {arr.max():g}]; {LOWRES_ACCEPTED}")
+        raise SpacegraphValueError(
+            f"{what}: values must lie in [0, 16], got [{arr.min():g}, {arr.max():g}]; {LOWRES_ACCEPTED}"
+        )
     return arr
 
 

@@ -28,8 +28,7 @@ import numpy as np
 import torch
 
 from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
-from spacegraph._optional import require
-from spacegraph._space import model_config_identity, tokenizer_identity
+from spacegraph.plugin import model_config_identity, require, tokenizer_identity
 
 from .media import check_texts, load_audios
 

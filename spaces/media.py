@@ -17,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from scipy.signal import resample_poly
 
-from spacegraph._space import enumerate_batch
+from spacegraph.plugin import SpacegraphFileNotFoundError, SpacegraphTypeError, SpacegraphValueError, enumerate_batch
 
 AUDIO_ACCEPTED = (
     "accepted audio: paths to files soundfile reads (WAV, FLAC, OGG, MP3, AIFF, ...), numpy arrays / tensors at "
@@ -43,7 +43,7 @@ def _numpy(item: Any) -> Any:
 def _float_wave(wave: np.ndarray, what: str) -> np.ndarray:
     """A numeric array as floats; integer PCM is scaled by its dtype's range to [-1, 1]."""
     if wave.dtype.kind not in "fiu":
-        raise TypeError(f"{what}: audio arrays must be numeric, got dtype {wave.dtype}; {AUDIO_ACCEPTED}")
+        raise SpacegraphTypeError(f"{what}: audio arrays must be numeric, got dtype {wave.dtype}; {AUDIO_ACCEPTED}")
     if wave.dtype.kind == "f":
         return wave
     half = float(2 ** (8 * wave.dtype.itemsize - 1))
@@ -54,16 +54,18 @@ def _mono_checked(wave: np.ndarray, what: str) -> np.ndarray:
     """A finite, non-empty 1-D float32 waveform from a 1-D or 2-D (channels) numeric array."""
     wave = _float_wave(wave, what)
     if wave.size == 0:
-        raise ValueError(f"{what}: zero-length audio; pass at least one sample")
+        raise SpacegraphValueError(f"{what}: zero-length audio; pass at least one sample")
     if wave.ndim == 2 and min(wave.shape) <= _MAX_CHANNELS:
         wave = wave.mean(axis=int(np.argmin(wave.shape)))
     elif wave.ndim != 1:
         shape = list(wave.shape)
-        raise ValueError(f"{what}: audio array of shape {shape} is not 1-D (or 2-D channels); {AUDIO_ACCEPTED}")
+        raise SpacegraphValueError(
+            f"{what}: audio array of shape {shape} is not 1-D (or 2-D channels); {AUDIO_ACCEPTED}"
+        )
     with np.errstate(over="ignore"):
         wave = wave.astype(np.float32)
     if not np.isfinite(wave).all():
-        raise ValueError(f"{what}: audio contains NaN or inf (or values beyond float32's range)")
+        raise SpacegraphValueError(f"{what}: audio contains NaN or inf (or values beyond float32's range)")
     return wave
 
 
@@ -77,13 +79,13 @@ def _resampled(wave: np.ndarray, rate: int, sample_rate: int, what: str) -> np.n
 
 def _read_audio_file(path: Path, sample_rate: int, what: str) -> np.ndarray:
     if not path.exists():
-        raise FileNotFoundError(f"{what}: audio file not found: {path}")
+        raise SpacegraphFileNotFoundError(f"{what}: audio file not found: {path}")
     if path.is_dir():
-        raise ValueError(f"{what}: {path} is a folder, not an audio file; {AUDIO_ACCEPTED}")
+        raise SpacegraphValueError(f"{what}: {path} is a folder, not an audio file; {AUDIO_ACCEPTED}")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise ValueError(f"{what}: could not read audio file {path} ({err}); {AUDIO_ACCEPTED}") from err
+        raise SpacegraphValueError(f"{what}: could not read audio file {path} ({err}); {AUDIO_ACCEPTED}") from err
     what = f"{what}, file {path}"
     return _resampled(_mono_checked(data, what), rate, sample_rate, what)
 
@@ -92,13 +94,13 @@ def _audio_array(item: Any, what: str) -> np.ndarray:
     """A numpy array from a numpy array or tensor."""
     item = _numpy(item)
     if not isinstance(item, np.ndarray):
-        raise TypeError(f"{what} of type {type(item).__name__} is not supported; {AUDIO_ACCEPTED}")
+        raise SpacegraphTypeError(f"{what} of type {type(item).__name__} is not supported; {AUDIO_ACCEPTED}")
     return item
 
 
 def _sample_rate(rate: Any, what: str) -> int:
     if isinstance(rate, bool) or not isinstance(rate, numbers.Integral) or rate <= 0:
-        raise ValueError(f"{what}: sample_rate must be a positive int, got {rate!r}")
+        raise SpacegraphValueError(f"{what}: sample_rate must be a positive int, got {rate!r}")
     return int(rate)
 
 
@@ -132,11 +134,13 @@ def _float_image(arr: np.ndarray, what: str) -> np.ndarray:
         return arr.astype(np.float32) / 65535.0
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
-            raise ValueError(f"{what}: image contains NaN or inf")
+            raise SpacegraphValueError(f"{what}: image contains NaN or inf")
         if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
-            raise ValueError(f"{what}: float image values must lie in [0, 1], got [{arr.min():g}, {arr.max():g}]")
+            raise SpacegraphValueError(
+                f"{what}: float image values must lie in [0, 1], got [{arr.min():g}, {arr.max():g}]"
+            )
         return arr.astype(np.float32)
-    raise TypeError(f"{what}: image dtype {arr.dtype} is not supported; {IMAGE_ACCEPTED}")
+    raise SpacegraphTypeError(f"{what}: image dtype {arr.dtype} is not supported; {IMAGE_ACCEPTED}")
 
 
 def _image_array(item: np.ndarray | torch.Tensor, what: str) -> np.ndarray:
@@ -149,9 +153,11 @@ def _channels_last(arr: np.ndarray, what: str) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4) and arr.shape[0] in (1, 3, 4):
         arr = np.moveaxis(arr, 0, -1)
     if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{what}: image array of shape {list(arr.shape)} has no 1/3/4 channel axis; {IMAGE_ACCEPTED}")
+        raise SpacegraphValueError(
+            f"{what}: image array of shape {list(arr.shape)} has no 1/3/4 channel axis; {IMAGE_ACCEPTED}"
+        )
     if arr.ndim not in (2, 3) or 0 in arr.shape:
-        raise ValueError(f"{what}: image array of shape {list(arr.shape)} is not an image; {IMAGE_ACCEPTED}")
+        raise SpacegraphValueError(f"{what}: image array of shape {list(arr.shape)} is not an image; {IMAGE_ACCEPTED}")
     return arr if arr.ndim == 3 else arr[..., None]
 
 
@@ -176,7 +182,7 @@ def _rgb_pil(arr: np.ndarray) -> Image.Image:
 
 def _check_pil_size(image: Image.Image, what: str) -> None:
     if image.width == 0 or image.height == 0:
-        raise ValueError(f"{what}: a {image.width}x{image.height} PIL image has no pixels; {IMAGE_ACCEPTED}")
+        raise SpacegraphValueError(f"{what}: a {image.width}x{image.height} PIL image has no pixels; {IMAGE_ACCEPTED}")
 
 
 def _pil_to_float(image: Image.Image, what: str) -> np.ndarray:
@@ -212,14 +218,14 @@ def _pil_to_rgb(image: Image.Image, what: str) -> Image.Image:
 def _read_image_file(path: Path, what: str) -> Image.Image:
     """The image file at ``path``, decoded in full."""
     if not path.exists():
-        raise FileNotFoundError(f"{what}: image file not found: {path}")
+        raise SpacegraphFileNotFoundError(f"{what}: image file not found: {path}")
     if path.is_dir():
-        raise ValueError(f"{what}: {path} is a folder, not an image file; {IMAGE_ACCEPTED}")
+        raise SpacegraphValueError(f"{what}: {path} is a folder, not an image file; {IMAGE_ACCEPTED}")
     try:
         with Image.open(path) as image:
             image.load()
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{what}: could not read image file {path} ({err}); {IMAGE_ACCEPTED}") from err
+        raise SpacegraphValueError(f"{what}: could not read image file {path} ({err}); {IMAGE_ACCEPTED}") from err
     return image
 
 
@@ -270,13 +276,13 @@ def check_texts(batch: Sequence[Any]) -> list[str]:
     one that is not valid Unicode (a lone surrogate, which no tokenizer can encode)."""
     for i, text in enumerate_batch(batch):
         if not isinstance(text, str):
-            raise TypeError(f"text item {i} is a {type(text).__name__}; text inputs must be str")
+            raise SpacegraphTypeError(f"text item {i} is a {type(text).__name__}; text inputs must be str")
         if not text.strip():
-            raise ValueError(f"text item {i} is empty or whitespace only; pass non-empty strings")
+            raise SpacegraphValueError(f"text item {i} is empty or whitespace only; pass non-empty strings")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as err:
-            raise ValueError(
+            raise SpacegraphValueError(
                 f"text item {i} holds a lone surrogate {text[err.start]!r} at character {err.start}, which is not "
                 "valid Unicode; pass text that encodes as UTF-8 (decode bytes with errors='replace')"
             ) from err

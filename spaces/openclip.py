@@ -10,8 +10,7 @@ from typing import Any
 import torch
 
 from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
-from spacegraph._optional import require
-from spacegraph._space import json_digest, tokenizer_identity
+from spacegraph.plugin import SpacegraphValueError, json_digest, require, tokenizer_identity
 
 from .media import check_texts, load_rgb_images
 
@@ -67,7 +66,7 @@ class OpenCLIPSpace(Space):
         super().__init__()
         open_clip = require("open_clip", "clip")
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+            raise SpacegraphValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
         self.model, _, self.preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained)
         self.model.eval()

@@ -30,9 +30,16 @@ from safetensors.torch import save_file
 from torch import nn
 
 from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
-from spacegraph._atomic import atomic_dir, recover_interrupted_save
-from spacegraph._checkpoint import load_weights_only
-from spacegraph._weights import read_shapes, read_tensors
+from spacegraph.plugin import (
+    SpacegraphFileNotFoundError,
+    SpacegraphTypeError,
+    SpacegraphValueError,
+    atomic_dir,
+    load_weights_only,
+    read_shapes,
+    read_tensors,
+    recover_interrupted_save,
+)
 
 from .pointcloud_io import load_xyz
 
@@ -58,9 +65,11 @@ class PointBertConfig(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> PointBertConfig:
         if self.trans_dim % self.num_heads:
-            raise ValueError(f"trans_dim ({self.trans_dim}) must be a multiple of num_heads ({self.num_heads})")
+            raise SpacegraphValueError(
+                f"trans_dim ({self.trans_dim}) must be a multiple of num_heads ({self.num_heads})"
+            )
         if max(self.num_group, self.group_size) > self.npoints:
-            raise ValueError(f"num_group and group_size must be <= npoints ({self.npoints})")
+            raise SpacegraphValueError(f"num_group and group_size must be <= npoints ({self.npoints})")
         return self
 
 
@@ -108,7 +117,9 @@ def load_cloud(item: Any) -> torch.Tensor:
     xyz = torch.from_numpy(load_xyz(item))
     if not (xyz != xyz[0]).any():
         what = str(item) if isinstance(item, (str, Path)) else "point cloud"
-        raise ValueError(f"{what}: all {len(xyz)} points coincide; a point cloud needs at least two distinct points")
+        raise SpacegraphValueError(
+            f"{what}: all {len(xyz)} points coincide; a point cloud needs at least two distinct points"
+        )
     return to_unit_sphere(xyz).float()  # in float64 first: far-off or huge coordinates keep their precision
 
 
@@ -254,7 +265,7 @@ def _check_layout(model: PointBertModel, shapes: Mapping[str, tuple[int, ...]], 
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing, unexpected = set(expected) - set(shapes), set(shapes) - set(expected)
     if missing or unexpected:
-        raise ValueError(
+        raise SpacegraphValueError(
             f"{source} does not match the Point-BERT layout of this config: "
             f"missing {len(missing)} ({_few(missing) or '-'}), unexpected {len(unexpected)} ({_few(unexpected) or '-'})"
         )
@@ -262,7 +273,7 @@ def _check_layout(model: PointBertModel, shapes: Mapping[str, tuple[int, ...]], 
     if differ:
         colour = tuple(shapes["point_encoder.encoder.first_conv.0.weight"][1:]) == (6, 1)
         hint = "; xyz+rgb (6-channel) checkpoints are not supported" if colour else "; pass a config= matching it"
-        raise ValueError(
+        raise SpacegraphValueError(
             f"{source}: {len(differ)} shapes differ from the config (checkpoint vs model): {_few(differ, 3)}{hint}"
         )
 
@@ -272,7 +283,7 @@ def _load_exact(model: PointBertModel, state: Mapping[str, Any], source: str) ->
     names."""
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise ValueError(f"{source}: entries that are not tensors: {_few(not_tensors)}")
+        raise SpacegraphValueError(f"{source}: entries that are not tensors: {_few(not_tensors)}")
     _check_layout(model, {k: tuple(v.shape) for k, v in state.items()}, source)
     model.load_state_dict(state)
 
@@ -286,11 +297,11 @@ def read_ulip_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     saved = load_weights_only(path, "ULIP checkpoint", allowed=[argparse.Namespace])
     state = saved.get("state_dict", saved) if isinstance(saved, Mapping) else None
     if not isinstance(state, Mapping):
-        raise TypeError(f"{path} holds a {type(saved).__name__}, not a state dict or {{'state_dict': ...}}")
+        raise SpacegraphTypeError(f"{path} holds a {type(saved).__name__}, not a state dict or {{'state_dict': ...}}")
     stripped = {k.removeprefix("module."): v for k, v in state.items()}
     ours = {k: v for k, v in stripped.items() if k.startswith("point_encoder.") or k == "pc_projection"}
     if not ours:
-        raise ValueError(f"{path} has no point_encoder.* or pc_projection entries (keys: {_few(stripped)})")
+        raise SpacegraphValueError(f"{path} has no point_encoder.* or pc_projection entries (keys: {_few(stripped)})")
     return ours
 
 
@@ -308,14 +319,18 @@ def _read_config(path: Path) -> SavedSpace:
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ValueError(f"{path} is not a valid saved PointBertSpace config: not readable JSON ({err})") from err
+        raise SpacegraphValueError(
+            f"{path} is not a valid saved PointBertSpace config: not readable JSON ({err})"
+        ) from err
     found = saved.get("format") if isinstance(saved, dict) else f"a JSON {type(saved).__name__}"
     if found != FORMAT:
-        raise ValueError(f"{path} is not a valid saved PointBertSpace config: format {found!r}, expected {FORMAT!r}")
+        raise SpacegraphValueError(
+            f"{path} is not a valid saved PointBertSpace config: format {found!r}, expected {FORMAT!r}"
+        )
     try:
         return SavedSpace.model_validate(saved)
     except ValidationError as err:
-        raise ValueError(f"{path} is not a valid saved PointBertSpace config: {err}") from err
+        raise SpacegraphValueError(f"{path} is not a valid saved PointBertSpace config: {err}") from err
 
 
 def _read_folder(folder: Path) -> tuple[str, PointBertConfig, dict[str, torch.Tensor]]:
@@ -324,7 +339,9 @@ def _read_folder(folder: Path) -> tuple[str, PointBertConfig, dict[str, torch.Te
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():
-            raise FileNotFoundError(f"missing {path}; a PointBertSpace folder holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+            raise SpacegraphFileNotFoundError(
+                f"missing {path}; a PointBertSpace folder holds {CONFIG_FILE} and {WEIGHTS_FILE}"
+            )
     saved = _read_config(config_path)
     with torch.device("meta"):
         layout = PointBertModel(saved.config)
@@ -332,7 +349,7 @@ def _read_folder(folder: Path) -> tuple[str, PointBertConfig, dict[str, torch.Te
         _check_layout(layout, read_shapes(weights_path), str(weights_path))
         state = read_tensors(weights_path)
     except ValueError as err:
-        raise ValueError(f"{folder} is not a valid saved PointBertSpace: {err}") from err
+        raise SpacegraphValueError(f"{folder} is not a valid saved PointBertSpace: {err}") from err
     return saved.name, saved.config, state
 
 
@@ -367,7 +384,9 @@ class PointBertSpace(Space):
             recover_interrupted_save(checkpoint)  # a save killed between the renames of its swap
         if checkpoint is not None and Path(checkpoint).is_dir():
             if config is not None:
-                raise ValueError(f"{checkpoint} is a saved space: its config comes from its config.json; drop config=")
+                raise SpacegraphValueError(
+                    f"{checkpoint} is a saved space: its config comes from its config.json; drop config="
+                )
             saved_name, self.config, state = _read_folder(Path(checkpoint))
             name = name or saved_name
         else:
@@ -401,7 +420,7 @@ class PointBertSpace(Space):
         """Load the point tower of a released ULIP checkpoint (e.g. ``pointbert_ULIP-2.pt``): ``torch.load`` with
         ``weights_only=True``, ``module.`` stripped, ``point_encoder.*`` + ``pc_projection`` kept, all required."""
         if Path(path).is_dir():
-            raise ValueError(f"{path} is a folder; from_ulip_checkpoint reads a ULIP .pt file")
+            raise SpacegraphValueError(f"{path} is a folder; from_ulip_checkpoint reads a ULIP .pt file")
         return cls(path, config=config, device=device, name=name)
 
     def save(self, folder: str | Path) -> Path:

@@ -16,7 +16,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from spacegraph import Modality, Space, SpaceSpec, UnknownNameError, fingerprint_state_dict
-from spacegraph._modality import as_modality
+from spacegraph.plugin import (
+    SpacegraphFileNotFoundError,
+    SpacegraphIndexError,
+    SpacegraphTypeError,
+    SpacegraphValueError,
+    as_modality,
+)
 
 FeatureSource = torch.Tensor | np.ndarray | str | os.PathLike
 
@@ -29,10 +35,10 @@ def _read_safetensors(path: Path, key: str | None) -> torch.Tensor:
                 key = keys[0]
             if key is None or key not in keys:
                 wanted = "pass key= to choose one" if key is None else f"it has no tensor {key!r}"
-                raise ValueError(f"{path} holds tensors {keys}; {wanted}")
+                raise SpacegraphValueError(f"{path} holds tensors {keys}; {wanted}")
             return f.get_tensor(key)
     except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path}: not a readable safetensors file ({err})") from err
+        raise SpacegraphValueError(f"{path}: not a readable safetensors file ({err})") from err
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -41,13 +47,15 @@ def _read_npy(path: Path) -> np.ndarray:
         with path.open("rb") as f:
             return np.lib.format.read_array(f, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{path}: not a readable .npy array file ({err})") from err
+        raise SpacegraphValueError(f"{path}: not a readable .npy array file ({err})") from err
 
 
 def _numeric(array: np.ndarray, what: str) -> torch.Tensor:
     """A tensor copy of a numpy array of numbers (bool, int, float or complex; the caller checks which)."""
     if array.dtype.kind not in "biufc":
-        raise ValueError(f"{what}: features of numpy dtype {array.dtype} are not numbers; pass a float matrix")
+        raise SpacegraphValueError(
+            f"{what}: features of numpy dtype {array.dtype} are not numbers; pass a float matrix"
+        )
     return torch.tensor(array)
 
 
@@ -60,12 +68,16 @@ def read_features(source: FeatureSource, key: str | None = None) -> torch.Tensor
     if isinstance(source, np.ndarray):
         return _numeric(source, "features array")
     if not isinstance(source, (str, os.PathLike)):
-        raise TypeError(f"features must be a tensor, a numpy array or a file path, got {type(source).__name__}")
+        raise SpacegraphTypeError(
+            f"features must be a tensor, a numpy array or a file path, got {type(source).__name__}"
+        )
     path = Path(source)
     if path.suffix not in (".safetensors", ".npy"):
-        raise ValueError(f"{path}: feature files must be .safetensors or .npy, got {path.suffix or 'no suffix'!r}")
+        raise SpacegraphValueError(
+            f"{path}: feature files must be .safetensors or .npy, got {path.suffix or 'no suffix'!r}"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"feature file {path} not found")
+        raise SpacegraphFileNotFoundError(f"feature file {path} not found")
     if path.suffix == ".npy":
         return _numeric(_read_npy(path), str(path))
     return _read_safetensors(path, key)
@@ -74,13 +86,13 @@ def read_features(source: FeatureSource, key: str | None = None) -> torch.Tensor
 def check_features(features: torch.Tensor, what: str) -> torch.Tensor:
     """A float32 ``[n, dim]`` tensor with n >= 1 and no NaN/inf row (the rows are named if any)."""
     if features.ndim != 2 or 0 in features.shape:
-        raise ValueError(f"{what}: expected a non-empty [rows, dim] matrix, got shape {list(features.shape)}")
+        raise SpacegraphValueError(f"{what}: expected a non-empty [rows, dim] matrix, got shape {list(features.shape)}")
     if not features.is_floating_point():
-        raise ValueError(f"{what}: expected floating-point features, got {features.dtype}")
+        raise SpacegraphValueError(f"{what}: expected floating-point features, got {features.dtype}")
     features = features.float().contiguous()
     bad = (~torch.isfinite(features).all(dim=1)).nonzero().flatten()
     if len(bad):
-        raise ValueError(f"{what}: {len(bad)} rows contain NaN or inf (rows {bad[:10].tolist()})")
+        raise SpacegraphValueError(f"{what}: {len(bad)} rows contain NaN or inf (rows {bad[:10].tolist()})")
     return features
 
 
@@ -88,7 +100,7 @@ def check_unit_norm(features: torch.Tensor, what: str, tolerance: float = 1e-2) 
     norms = features.norm(dim=1)
     bad = ((norms - 1).abs() > tolerance).nonzero().flatten()
     if len(bad):
-        raise ValueError(
+        raise SpacegraphValueError(
             f"{what}: {len(bad)} rows are not unit-norm (row {int(bad[0])} has norm {float(norms[bad[0]]):.4f}); "
             "pass normalized=False for raw features"
         )
@@ -97,13 +109,15 @@ def check_unit_norm(features: torch.Tensor, what: str, tolerance: float = 1e-2) 
 def index_ids(ids: Sequence[str], rows: int, what: str) -> dict[str, int]:
     """``{id: row}``; the ids must be unique strings, one per row."""
     if len(ids) != rows:
-        raise ValueError(f"{what}: {len(ids)} ids for {rows} rows; give one id per row")
+        raise SpacegraphValueError(f"{what}: {len(ids)} ids for {rows} rows; give one id per row")
     index: dict[str, int] = {}
     for row, item in enumerate(ids):
         if not isinstance(item, str):
-            raise TypeError(f"{what}: id {row} is a {type(item).__name__}, not a str")
+            raise SpacegraphTypeError(f"{what}: id {row} is a {type(item).__name__}, not a str")
         if item in index:
-            raise ValueError(f"{what}: id {item!r} is used by rows {index[item]} and {row}; ids must be unique")
+            raise SpacegraphValueError(
+                f"{what}: id {item!r} is used by rows {index[item]} and {row}; ids must be unique"
+            )
         index[item] = row
     return index
 
@@ -130,13 +144,13 @@ class PrecomputedSpace(Space):
     ) -> None:
         super().__init__()
         if not features:
-            raise ValueError(f"space {name!r}: give features for at least one modality")
+            raise SpacegraphValueError(f"space {name!r}: give features for at least one modality")
         self._features = {
             as_modality(m): self._load(name, m, source, key, normalized) for m, source in features.items()
         }
         dims = {m.value: f.shape[1] for m, f in self._features.items()}
         if len(set(dims.values())) > 1:
-            raise ValueError(f"space {name!r}: all modalities must share one dim, got {dims}")
+            raise SpacegraphValueError(f"space {name!r}: all modalities must share one dim, got {dims}")
         self._ids = {as_modality(m): self._index(name, m, rows) for m, rows in (ids or {}).items()}
         self.spec = SpaceSpec(
             name=name,
@@ -161,7 +175,7 @@ class PrecomputedSpace(Space):
     def _index(self, name: str, modality: str | Modality, ids: Sequence[str]) -> dict[str, int]:
         modality = as_modality(modality)
         if modality not in self._features:
-            raise ValueError(f"space {name!r}: ids given for {modality.value!r}, which has no features")
+            raise SpacegraphValueError(f"space {name!r}: ids given for {modality.value!r}, which has no features")
         return index_ids(ids, len(self._features[modality]), f"space {name!r} {modality.value} ids")
 
     def rows(self, modality: str | Modality) -> int:
@@ -172,13 +186,13 @@ class PrecomputedSpace(Space):
         if isinstance(item, str):
             index = self._ids.get(modality)
             if index is None:
-                raise TypeError(f"{modality.value} rows of space {self.name!r} have no ids; pass row indices")
+                raise SpacegraphTypeError(f"{modality.value} rows of space {self.name!r} have no ids; pass row indices")
             if item not in index:
                 raise UnknownNameError(f"unknown {modality.value} id {item!r} in space {self.name!r}")
             return index[item]
         if isinstance(item, (int, np.integer)) and not isinstance(item, bool):
             return int(item)
-        raise TypeError(f"expected a row index (int) or a str id, got {type(item).__name__}")
+        raise SpacegraphTypeError(f"expected a row index (int) or a str id, got {type(item).__name__}")
 
     def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
         if isinstance(batch, torch.Tensor):
@@ -190,7 +204,7 @@ class PrecomputedSpace(Space):
         features = self._features[modality]
         bad = ((rows < 0) | (rows >= len(features))).nonzero().flatten()
         if len(bad):
-            raise IndexError(
+            raise SpacegraphIndexError(
                 f"{modality.value} row {int(rows[bad[0]])} is out of range: space {self.name!r} has "
                 f"{len(features)} rows (0..{len(features) - 1})"
             )

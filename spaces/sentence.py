@@ -11,8 +11,7 @@ from typing import Any
 import torch
 
 from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
-from spacegraph._optional import require
-from spacegraph._space import model_config_identity, tokenizer_identity
+from spacegraph.plugin import SpacegraphValueError, model_config_identity, require, tokenizer_identity
 
 from .media import check_texts
 
@@ -23,7 +22,7 @@ def embedding_dimension(model: Any) -> int:
     getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
     dim = getter()
     if not dim:
-        raise ValueError(f"{type(model).__name__} does not report its embedding dimension")
+        raise SpacegraphValueError(f"{type(model).__name__} does not report its embedding dimension")
     return int(dim)
 
 

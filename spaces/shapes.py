@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from spacegraph import Modality
-from spacegraph._space import enumerate_batch
+from spacegraph.plugin import enumerate_batch
 
 from .digits import ImageTower, SmallSpace, TextTower, tokenize_batch
 from .media import load_images

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from spacegraph.plugin import SpacegraphFileNotFoundError
+
 from .data_files import read_json, read_npz, read_synsets
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -37,7 +39,7 @@ NEAREST_MIN = 0.2  # brightness of the farthest possible point; the background i
 def _require(path: Path) -> Path:
     """Raw data under the data folder, with a hint on where it comes from."""
     if not path.exists():
-        raise FileNotFoundError(
+        raise SpacegraphFileNotFoundError(
             f"expected {path}; point the SPACEGRAPH_DATA env var (or --data) at the folder holding "
             "modelnet10/ and oewn/ (the project's ../shared/data)"
         )
@@ -142,7 +144,7 @@ def load_shape_texts() -> list[dict]:
     """The shipped OEWN shape text rows (``spaces/assets/shape_texts.json``)."""
     path = ASSETS / "shape_texts.json"
     if not path.exists():
-        raise FileNotFoundError(f"missing {path}; run examples/train_shape_spaces.py to create it")
+        raise SpacegraphFileNotFoundError(f"missing {path}; run examples/train_shape_spaces.py to create it")
     return read_json(path)
 
 

@@ -28,6 +28,7 @@ from spacegraph_bridges.cmcr import PAPER_CONFIG, CMCRConfig, fit_heads
 
 from .. import _eval
 from .._bridge import BridgeFeatures
+from .._errors import SpacegraphValueError
 from .._features import FeatureStore
 from .._registry import load_space
 from . import digits
@@ -103,7 +104,7 @@ def sample_corpus(
     relevant_set = set(relevant)
     pool = [text for text in offtopic if text not in relevant_set]
     if n_offtopic > len(pool):
-        raise ValueError(f"asked for {n_offtopic} off-topic texts, only {len(pool)} are available")
+        raise SpacegraphValueError(f"asked for {n_offtopic} off-topic texts, only {len(pool)} are available")
     rng = np.random.default_rng(seed)
     drawn = [pool[i] for i in rng.choice(len(pool), n_offtopic, replace=False)]
     texts = [*relevant, *drawn]
@@ -265,7 +266,7 @@ def bench(
     """``spacegraph bench hard``: C-MCR and the paired upper bound at each of ``seeds``, the training-free
     baselines once, means and stds over the seeds, and the ablations at the first seed."""
     if config and "seed" in config:
-        raise ValueError("bench hard trains once per seed in `seeds`; pass seeds=..., not config['seed']")
+        raise SpacegraphValueError("bench hard trains once per seed in `seeds`; pass seeds=..., not config['seed']")
     config = {**DEFAULT_CONFIG, **(config or {})}
     start = time.perf_counter()
     f = load(data_dir, out_dir, progress)
