@@ -550,7 +550,7 @@ class CMCRMethod:
             spaces=(SpaceRef.of(x), SpaceRef.of(y)),
             overlap=overlap,
             heads={space: head.spec for space, head in heads.items()},
-            training=config.model_dump(),
+            training={**config.model_dump(), "history": fit.history},  # the loss curve, every 50 steps
             data=features.counts(),
             quality=quality,
         )

@@ -34,7 +34,7 @@ from spacegraph_spaces.digits import (
 )
 from spacegraph_spaces.media import load_audio
 
-from spacegraph._atomic import atomic_dir, atomic_path, write_text_atomic
+from spacegraph.plugin import atomic_dir, atomic_path, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIO_CONFIG = {

@@ -29,7 +29,7 @@ from spacegraph_spaces.digits_lowres import (
 )
 from train_digit_spaces import image_batches, multi_positive_clip_loss, parse_args, save_space, write_report
 
-from spacegraph._eval import retrieval_metrics
+from spacegraph.plugin import retrieval_metrics
 
 CONFIG = {
     "name": "digits-image-lowres",

@@ -23,8 +23,7 @@ from spacegraph_spaces.digits import tokenize_batch
 from spacegraph_spaces.shapes import ShapesImageTextSpace, ShapesModel, ShapesPointImageSpace
 from train_digit_spaces import multi_positive_clip_loss, parse_args, save_space, write_report
 
-from spacegraph._atomic import write_text_atomic
-from spacegraph._eval import linear_probe_accuracy
+from spacegraph.plugin import linear_probe_accuracy, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE = {"size": 32, "mean": 0.25, "std": 0.35, "channels": [32, 64, 128]}

@@ -7,13 +7,28 @@ route = graph.connect("audio", "image")
 scores = route.encode("audio", wav_paths) @ route.encode("image", images).T
 """
 
+import importlib
+from types import ModuleType
+
 from ._bridge import Bridge, BridgeCard, BridgeFeatures, HeadSpec
-from ._errors import FingerprintMismatchError, NoRouteError, UnknownNameError
+from ._errors import (
+    FingerprintMismatchError,
+    MissingExtraError,
+    NoRouteError,
+    SaveRefusedError,
+    SpacegraphError,
+    SpacegraphFileNotFoundError,
+    SpacegraphIndexError,
+    SpacegraphTypeError,
+    SpacegraphValueError,
+    UnknownModalityError,
+    UnknownNameError,
+)
 from ._eval import retrieval_metrics, zero_shot_accuracy
 from ._features import FeatureStore
 from ._graph import Plan, Route, SpaceGraph
 from ._joint import JointSpace
-from ._modality import Modality
+from ._modality import Modality, known_modalities, register_modality
 from ._probe import Probe
 from ._registry import (
     get_bridge_method,
@@ -34,23 +49,41 @@ __all__ = [
     "FingerprintMismatchError",
     "HeadSpec",
     "JointSpace",
+    "MissingExtraError",
     "Modality",
     "NoRouteError",
     "Plan",
     "Probe",
     "Route",
+    "SaveRefusedError",
     "Space",
     "SpaceGraph",
     "SpaceSpec",
+    "SpacegraphError",
+    "SpacegraphFileNotFoundError",
+    "SpacegraphIndexError",
+    "SpacegraphTypeError",
+    "SpacegraphValueError",
+    "UnknownModalityError",
     "UnknownNameError",
     "__version__",
     "fingerprint_state_dict",
     "get_bridge_method",
+    "known_modalities",
     "list_bridge_methods",
     "list_spaces",
     "load_space",
+    "plugin",
     "register_bridge_method",
+    "register_modality",
     "register_space",
     "retrieval_metrics",
     "zero_shot_accuracy",
 ]
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``spacegraph.plugin`` (the public API for plugin authors) is imported on first use, keeping this import light."""
+    if name == "plugin":
+        return importlib.import_module(".plugin", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import unicodedata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -15,6 +16,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ._atomic import atomic_dir, recover_interrupted_save
+from ._display import bridge_html
 from ._errors import (
     FingerprintMismatchError,
     SpacegraphFileNotFoundError,
@@ -22,6 +24,7 @@ from ._errors import (
     SpacegraphValueError,
     UnknownNameError,
 )
+from ._hub import bridge_readme, push_folder, resolve_folder
 from ._modality import Modality
 from ._space import SpaceSpec, check_embeddings, fingerprint_state_dict
 from ._weights import layout_problems, read_shapes, read_tensors, tensor_problem
@@ -29,6 +32,8 @@ from ._weights import layout_problems, read_shapes, read_tensors, tensor_problem
 FORMAT_VERSION = 1
 CARD_FILE = "bridge.json"
 WEIGHTS_FILE = "heads.safetensors"
+README_FILE = "README.md"  # the model card save_pretrained writes
+OWN_FILES = (CARD_FILE, WEIGHTS_FILE, README_FILE)
 
 HeadArch = Literal["mlp2", "mlp1"]
 
@@ -161,6 +166,9 @@ class BridgeCard(BaseModel):
         return check_bridge_name(name)
 
     @model_validator(mode="after")
+    def _consistent(self) -> BridgeCard:
+        return self.check_consistent()
+
     def check_consistent(self) -> BridgeCard:
         """Refuse fields that contradict each other: a bridge joins two different spaces through a modality one of
         them has; it has one head per space it reads from (both for connect, the first for extend), reading that
@@ -267,7 +275,7 @@ class Bridge(nn.Module):
             raise UnknownNameError(
                 f"bridge {self.name!r} has no head for space {space_name!r}; it has {self.card.headed_spaces}"
             )
-        return self.heads[self.card.headed_spaces.index(space_name)]
+        return cast(ProjectionHead, self.heads[self.card.headed_spaces.index(space_name)])
 
     def project(self, space_name: str, embeddings: torch.Tensor) -> torch.Tensor:
         """Map embeddings of ``space_name`` into the bridge's target space (eval mode, no grad)."""
@@ -319,10 +327,43 @@ class Bridge(nn.Module):
         ``folder`` is replaced only if it holds nothing else: see :func:`spacegraph._atomic.atomic_dir`."""
         self.check_finite()
         folder = Path(folder)
-        with atomic_dir(folder, own=(CARD_FILE, WEIGHTS_FILE)) as tmp:
-            save_file(self._flat_state(), str(tmp / WEIGHTS_FILE), metadata={"format": "spacegraph-bridge"})
-            (tmp / CARD_FILE).write_text(self.card.model_dump_json(indent=2), encoding="utf-8")
+        with atomic_dir(folder, own=OWN_FILES) as tmp:
+            self._write_files(tmp)
         return folder
+
+    def _write_files(self, folder: Path) -> None:
+        save_file(self._flat_state(), str(folder / WEIGHTS_FILE), metadata={"format": "spacegraph-bridge"})
+        (folder / CARD_FILE).write_text(self.card.model_dump_json(indent=2), encoding="utf-8")
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """:meth:`save` plus a generated ``README.md`` model card (spaces and fingerprints, overlap, training config,
+        data rows and licence, measured quality): the Hugging Face layout :meth:`push_to_hub` uploads."""
+        self.check_finite()
+        readme = bridge_readme(self.card)
+        folder = Path(folder)
+        with atomic_dir(folder, own=OWN_FILES) as tmp:
+            self._write_files(tmp)
+            (tmp / README_FILE).write_text(readme, encoding="utf-8")
+        return folder
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder_or_repo_id: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> Bridge:
+        """:meth:`load` a bridge folder, given as a local folder or a Hub repo id (``org/name``) found through the
+        huggingface_hub cache, or downloaded unless ``HF_HUB_OFFLINE`` is set."""
+        files = (CARD_FILE, WEIGHTS_FILE)
+        return cls.load(resolve_folder(folder_or_repo_id, files, what="bridge", revision=revision, cache_dir=cache_dir))
+
+    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None) -> Any:
+        """Upload :meth:`save_pretrained`'s folder to the Hub model repo ``repo_id`` (created if missing) with
+        ``huggingface_hub.HfApi.upload_folder``; returns its commit info."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return push_folder(self.save_pretrained(Path(tmp) / "bridge"), repo_id, token=token, private=private)
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Bridge:
@@ -352,6 +393,9 @@ class Bridge(nn.Module):
         arrow = f"<-{self.card.overlap.value}->" if self.card.kind == "connect" else f"-{self.card.overlap.value}->"
         return f"Bridge({self.name!r}: {a} {arrow} {b}, {self.card.kind}, score={self.card.score:.3f})"
 
+    def _repr_html_(self) -> str:
+        return bridge_html(self)
+
 
 def read_card(path: Path) -> BridgeCard:
     """The bridge card at ``path``; every error names the file (and the field)."""
@@ -366,9 +410,11 @@ def read_card(path: Path) -> BridgeCard:
         )
     try:
         return BridgeCard.model_validate(data)
-    except ValidationError as err:  # the same errors, titled with the file
-        details = [{k: e[k] for k in ("type", "loc", "input", "ctx") if k in e} for e in err.errors()]
-        raise ValidationError.from_exception_data(f"bridge card {path}", details) from err
+    except ValidationError as err:
+        problems = "\n".join(f"  {'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}" for e in err.errors())
+        raise SpacegraphValueError(
+            f"{err.error_count()} validation error(s) for bridge card {path}\n{problems}"
+        ) from err
 
 
 def expected_shapes(card: BridgeCard) -> dict[str, tuple[int, ...]]:

@@ -32,7 +32,6 @@ from ._space import Space, batch_length, check_embeddings
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 2
 _OWN_MANIFEST_START = re.compile(rb'\A\s*\{\s*"format_version"\s*:')  # how every manifest written here begins
 _SHARD = r"shard-\d{5,}\.safetensors"
 _SHARD_FILE = re.compile(rf"^{_SHARD}$")
@@ -59,7 +58,7 @@ class ShardEntry(BaseModel):
 class FeatureManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    format_version: Literal[2] = FORMAT_VERSION
+    format_version: Literal[2] = 2  # the layout of this manifest; older ones are extracted again
     space: str = Field(min_length=1)
     fingerprint: str
     modality: Modality

@@ -26,6 +26,7 @@ import networkx as nx
 import torch
 from pydantic import ValidationError
 
+from . import _display
 from ._bridge import Bridge, BridgeCard, BridgeFeatures
 from ._errors import NoRouteError, SpacegraphTypeError, SpacegraphValueError, UnknownNameError
 from ._features import FeatureStore
@@ -145,6 +146,9 @@ class Route:
 
         return f"Route({show(self.source)} | {show(self.target)}; cost={self.cost:.3f})"
 
+    def _repr_html_(self) -> str:
+        return _display.route_html(self)
+
 
 def _rank(route: Route) -> tuple[float, int, str, str, str]:
     """Best first: cheapest, then fewest heads, then by name (common space, then entry spaces)."""
@@ -224,8 +228,10 @@ def _walk(leg: LegWalk) -> list[str]:
     the common node of a backward one."""
     via, node, along = leg
     path = [node]
-    while (node := via[node]) is not None:
-        path.append(node)
+    step = via[node]
+    while step is not None:
+        path.append(step)
+        step = via[step]
     return path if along else path[::-1]
 
 
@@ -296,6 +302,9 @@ class Plan:
         why = f"; its weakest bridge is {weakest.name!r} at {weakest.card.score:.3f}" if weakest else ""
         return f"{chosen}, ahead of #2 at {runner_up.expected_quality:.3f}{why}"
 
+    def _repr_html_(self) -> str:
+        return _display.plan_html(self)
+
 
 class SpaceGraph:
     """Spaces joined by bridges. ``connect(a, b)`` returns the best :class:`Route` between two modalities.
@@ -315,6 +324,7 @@ class SpaceGraph:
         self._bridges: dict[str, Bridge] = {}
         self._data: dict[Modality, tuple[str, Any]] = {}
         self.store = store if isinstance(store, FeatureStore) or store is None else FeatureStore(store)
+        self._index_cache: tuple[tuple[int, int], _Index] | None = None
         for space in spaces:
             self.add_space(space)
         for bridge in bridges:
@@ -450,7 +460,7 @@ class SpaceGraph:
     def _index(self) -> _Index:
         """The graph as planning reads it, rebuilt when a space or bridge was added since the last plan."""
         state = (len(self._graph), len(self._bridges))
-        cached = getattr(self, "_index_cache", None)
+        cached = self._index_cache
         if cached is None or cached[0] != state:
             forward: Costs = {
                 u: {v: min(edge["cost"] for edge in keyed.values()) for v, keyed in nbrs.items()}
@@ -642,9 +652,12 @@ class SpaceGraph:
         return x, y, via
 
     def _link_features(self, x: str, y: str, via: Modality) -> BridgeFeatures:
+        store = self.store
+        assert store is not None, "train_missing checks the store first"
+
         def encode(node: str, modality: Modality) -> torch.Tensor:
             name, inputs = self._data[modality]
-            return self.store.encode(self.space(node), modality, name, inputs)
+            return store.encode(self.space(node), modality, name, inputs)
 
         def memory(node: str) -> torch.Tensor | None:
             others = [m for m in self._graph.nodes[node]["modalities"] if m != via and m in self._data]
@@ -661,3 +674,10 @@ class SpaceGraph:
 
     def __repr__(self) -> str:
         return f"SpaceGraph(spaces={[s.name for s in self.spaces]}, bridges={[b.name for b in self.bridges]})"
+
+    def _repr_html_(self) -> str:
+        return _display.graph_html(self)
+
+    def draw(self, ax: Any = None) -> Any:
+        """A matplotlib figure of the graph (networkx drawing), into ``ax`` if given; needs the ``notebook`` extra."""
+        return _display.draw_graph(self, ax)

@@ -5,14 +5,17 @@ closest known names."""
 from __future__ import annotations
 
 import difflib
+import logging
 import re
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar
 
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
 from ._errors import SpacegraphValueError, UnknownModalityError
+
+logger = logging.getLogger(__name__)
 
 MODALITIES_GROUP = "spacegraph.modalities"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -57,12 +60,14 @@ class Modality(str):
 
     @classmethod
     def _from_plugins(cls, name: str) -> Modality | None:
-        """Read the ``spacegraph.modalities`` entry points once; each registers its own name."""
+        """Read the ``spacegraph.modalities`` entry points once; one that fails is logged and skipped."""
         if not cls._plugins_read:
             cls._plugins_read = True
             for ep in entry_points(group=MODALITIES_GROUP):
-                description = ep.load()
-                register_modality(ep.name, description if isinstance(description, str) else "")
+                try:
+                    _register_entry_point(ep)
+                except Exception as exc:  # noqa: BLE001 (a broken plugin must not break the others)
+                    logger.warning("modality plugin %r (%s) is skipped: %s", ep.name, ep.value, exc)
         return cls._known.get(name)
 
     @property
@@ -101,6 +106,17 @@ def register_modality(name: str, description: str = "") -> Modality:
     if description:
         Modality._descriptions[name] = description
     return Modality._known[name]
+
+
+def _register_entry_point(ep: EntryPoint) -> None:
+    """Register the modality an entry point names; its object is the description (a ``str``), or the
+    :class:`Modality` its module registered, or anything else (no description)."""
+    target = ep.load()
+    if isinstance(target, Modality):
+        description = target.description
+    else:
+        description = target if isinstance(target, str) else ""
+    register_modality(ep.name, description)
 
 
 def known_modalities() -> tuple[Modality, ...]:

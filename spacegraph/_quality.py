@@ -102,7 +102,7 @@ class PseudoLabels:
         distance = 1 - joint[sample] @ joint[sample].T
         best = {k: _best_clustering(joint, k, restarts, seed, sample, distance) for k in candidates}
         self.silhouettes = {k: score for k, (score, _) in best.items()}
-        self.k = max(self.silhouettes, key=self.silhouettes.get)  # the best-separated granularity, for reports
+        self.k = max(self.silhouettes, key=lambda k: self.silhouettes[k])  # the best-separated granularity, for reports
         self.levels = {
             k: ((mx @ _centroids(bx[near], a, k).T).argmax(dim=1), (my @ _centroids(by[near], a, k).T).argmax(dim=1))
             for k, (_, a) in best.items()
@@ -124,10 +124,8 @@ def pseudo_map(za: torch.Tensor, zc: torch.Tensor, labels: PseudoLabels) -> floa
     """The pseudo-label mAP of A -> C and C -> A retrieval, averaged over the granularities, each weighted by its
     silhouette (how well the overlap items separate into that many classes); 0 if nothing is answerable."""
     scores = za @ zc.T
-    weighted = [
-        (_level_map(scores, *labels.levels[k]), max(silhouette, 0.0)) for k, silhouette in labels.silhouettes.items()
-    ]
-    weighted = [(value, weight) for value, weight in weighted if value is not None]
+    levels = {k: _level_map(scores, *labels.levels[k]) for k in labels.silhouettes}
+    weighted = [(value, max(labels.silhouettes[k], 0.0)) for k, value in levels.items() if value is not None]
     total = sum(weight for _, weight in weighted)
     if not weighted:
         return 0.0

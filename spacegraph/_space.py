@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
+from ._display import space_html
 from ._errors import SpacegraphTypeError, SpacegraphValueError
 from ._modality import Modality, as_modality
 
@@ -64,7 +65,7 @@ def tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
     """What decides how a Hugging Face tokenizer tokenises, for a fingerprint: its class, length and side settings
     and a hash of its rules: a fast tokenizer's whole serialised pipeline (normaliser, vocabulary, merges, special
     tokens, post-processor; without the truncation and padding each call sets), else its vocabulary."""
-    identity = {"class": type(tokenizer).__qualname__}
+    identity: dict[str, Any] = {"class": type(tokenizer).__qualname__}
     for setting in ("model_max_length", "padding_side", "truncation_side"):
         identity[setting] = getattr(tokenizer, setting, None)
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -146,6 +147,9 @@ class Space(abc.ABC):
     def __repr__(self) -> str:
         mods = ", ".join(m.value for m in self.spec.modalities)
         return f"{type(self).__name__}(name={self.spec.name!r}, modalities=[{mods}], dim={self.spec.dim})"
+
+    def _repr_html_(self) -> str:
+        return space_html(self)
 
     def check_modality(self, modality: str | Modality) -> Modality:
         modality = as_modality(modality)

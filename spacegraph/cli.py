@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ._atomic import write_text_atomic
 from ._errors import SpacegraphValueError
@@ -60,7 +61,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         _check_writable(Path(args.json), "--json", folder=False)
     bench = importlib.import_module(f"spacegraph.bench.{args.name}")
-    options = {"progress": not args.quiet}
+    options: dict[str, Any] = {"progress": not args.quiet}
     if args.name == "hard":
         options["seeds"] = tuple(args.seed + offset for offset in range(3))
     elif args.name != "quality":

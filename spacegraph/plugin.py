@@ -27,8 +27,9 @@ from ._errors import (
     UnknownModalityError,
     UnknownNameError,
 )
-from ._eval import pair_recall_at_1, retrieval_metrics
+from ._eval import linear_probe_accuracy, pair_recall_at_1, retrieval_metrics, zero_shot_accuracy
 from ._modality import Modality, as_modality, known_modalities, register_modality
+from ._model_space import ModelSpace
 from ._names import check_path_name, path_component
 from ._optional import require
 from ._quality import PseudoLabels, estimate_quality, pseudo_map, subsample
@@ -82,6 +83,7 @@ __all__ = [
     "HeadSpec",
     "MissingExtraError",
     "Modality",
+    "ModelSpace",
     "NoRouteError",
     "ProjectionHead",
     "PseudoLabels",
@@ -107,6 +109,7 @@ __all__ = [
     "json_digest",
     "known_modalities",
     "layout_problems",
+    "linear_probe_accuracy",
     "load_weights_only",
     "model_config_identity",
     "pair_recall_at_1",
@@ -124,4 +127,5 @@ __all__ = [
     "tensor_problem",
     "tokenizer_identity",
     "write_text_atomic",
+    "zero_shot_accuracy",
 ]

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
+from spacegraph import Modality, SpaceSpec
 from spacegraph.plugin import (
+    ModelSpace,
     SpacegraphFileNotFoundError,
     SpacegraphValueError,
     enumerate_batch,
@@ -212,7 +213,7 @@ class DigitsModel(nn.Module):
 def load_weights(folder: Path, name: str) -> tuple[dict, dict[str, torch.Tensor]]:
     """``config.json`` and ``model.safetensors`` from ``folder``; checks the config is for space ``name`` and every
     weight and BatchNorm statistic is usable (finite, variances >= 0)."""
-    config_path, weights_path = folder / "config.json", folder / "model.safetensors"
+    config_path, weights_path = folder / ModelSpace.CONFIG_FILE, folder / ModelSpace.WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.exists():
             raise SpacegraphFileNotFoundError(
@@ -231,10 +232,11 @@ def load_weights(folder: Path, name: str) -> tuple[dict, dict[str, torch.Tensor]
     return config, state
 
 
-class SmallSpace(Space):
+class SmallSpace(ModelSpace):
     """A small space trained here: ``config.json`` + ``model.safetensors`` under ``spaces/assets/<NAME>/`` (or
-    ``weights_dir``), built as ``MODEL(config)``. Every setting in ``config.json`` shapes the embeddings (input size,
-    mean and std, sample rate, mel settings, tokenizer, point count, ...), so the fingerprint covers all of it."""
+    ``weights_dir``, a folder :meth:`save_pretrained` writes), built as ``MODEL(config)``. Every setting in
+    ``config.json`` shapes the embeddings (input size, mean and std, sample rate, mel settings, tokenizer, point
+    count, ...), so the fingerprint covers all of it."""
 
     NAME: str
     MODEL: Callable[[dict], nn.Module]
@@ -249,8 +251,14 @@ class SmallSpace(Space):
             modalities=tuple(self.config["modalities"]),
             dim=self.config["dim"],
             normalized=True,
-            fingerprint=fingerprint_state_dict(state, preprocessing=self.config),
+            fingerprint=self.model_fingerprint(),
         )
+
+    def preprocessing(self) -> dict:
+        return self.config
+
+    def pretrained_config(self) -> dict:
+        return self.config
 
     def _build(self, folder: Path, state: dict[str, torch.Tensor]) -> nn.Module:
         """``MODEL(config)`` holding ``state``, in eval mode; a ValueError naming the file if they do not fit."""
@@ -269,11 +277,6 @@ class SmallSpace(Space):
             )
         model.load_state_dict(state)
         return model.eval()
-
-    def to(self, device: str | torch.device) -> SmallSpace:
-        super().to(device)
-        self.model.to(self.device)
-        return self
 
 
 class _DigitsSpace(SmallSpace):

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
-from spacegraph.plugin import model_config_identity, require, tokenizer_identity
+from spacegraph import Modality, SpaceSpec
+from spacegraph.plugin import ModelSpace, model_config_identity, require, tokenizer_identity
 
 from .media import check_texts, load_audios
 
@@ -56,14 +56,16 @@ def _pooled(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-class HFClapSpace(Space):
-    """A CLAP checkpoint (hub id or local folder) as an (audio, text) space.
+class HFClapSpace(ModelSpace):
+    """A CLAP checkpoint (hub id or local folder, also through :meth:`from_pretrained`) as an (audio, text) space.
 
     Audio: paths to files soundfile reads (WAV, FLAC, OGG, MP3, ...), numpy arrays / tensors at the feature
     extractor's ``sampling_rate``, or ``(array, sample_rate)`` tuples at any rate; mono or multi-channel
     (averaged), resampled to ``sampling_rate``. Text: non-empty str, truncated to the text tower's length.
     The fingerprint covers the weights, the model config, the feature extractor's settings and the tokenizer.
     """
+
+    LIBRARY = "transformers"
 
     def __init__(self, model_name_or_path: str | Path, *, device: str | torch.device = "cpu", name: str | None = None):
         super().__init__()
@@ -77,12 +79,12 @@ class HFClapSpace(Space):
             modalities=(Modality.AUDIO, Modality.TEXT),
             dim=self.model.config.projection_dim,
             normalized=True,
-            fingerprint=fingerprint_state_dict(self.model.state_dict(), self._preprocessing()),
+            fingerprint=self.model_fingerprint(),
         )
         self.to(device)
 
-    def _preprocessing(self) -> dict[str, Any]:
-        """Every setting outside the weights that changes an embedding, for the fingerprint. The extractor's mel
+    def preprocessing(self) -> dict[str, Any]:
+        """The model config, the tokenizer and the feature extractor's settings. The extractor's mel
         filters are left out (``to_dict`` drops them: they follow from its other settings), as is its default
         ``truncation``, which :meth:`_audio_features` overrides."""
         extractor = self.processor.feature_extractor.to_dict()
@@ -92,11 +94,6 @@ class HFClapSpace(Space):
             "audio": extractor,
             "tokenizer": tokenizer_identity(self.processor.tokenizer),
         }
-
-    def to(self, device: str | torch.device) -> HFClapSpace:
-        super().to(device)
-        self.model.to(self.device)
-        return self
 
     def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
         if modality is Modality.TEXT:

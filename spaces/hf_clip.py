@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
-from spacegraph.plugin import model_config_identity, require, tokenizer_identity
+from spacegraph import Modality, SpaceSpec
+from spacegraph.plugin import ModelSpace, model_config_identity, require, tokenizer_identity
 
 from .media import check_texts, load_rgb_images
 
@@ -20,14 +20,17 @@ def _features(output: Any) -> torch.Tensor:
     return output if isinstance(output, torch.Tensor) else output.pooler_output
 
 
-class HFCLIPSpace(Space):
+class HFCLIPSpace(ModelSpace):
     """A CLIP checkpoint in transformers format (a Hub id or a local folder) embedding images and text.
 
-    ``CLIPModel`` and ``CLIPProcessor`` load with ``from_pretrained``; the processor prepares images (any input
-    :func:`~spacegraph_spaces.media.load_rgb_image` reads) and tokenises texts, which are truncated to the text
-    model's ``max_position_embeddings`` tokens (77 for the OpenAI checkpoints). The fingerprint covers the weights,
-    the model config, the image processor's settings (size, crop, mean, std, resampling, ...) and the tokenizer.
+    ``CLIPModel`` and ``CLIPProcessor`` load with ``from_pretrained`` (so does :meth:`from_pretrained`); the
+    processor prepares images (any input :func:`~spacegraph_spaces.media.load_rgb_image` reads) and tokenises texts,
+    which are truncated to the text model's ``max_position_embeddings`` tokens (77 for the OpenAI checkpoints). The
+    fingerprint covers the weights, the model config, the image processor's settings (size, crop, mean, std,
+    resampling, ...) and the tokenizer.
     """
+
+    LIBRARY = "transformers"
 
     def __init__(self, model_name_or_path: str, *, device: str | torch.device = "cpu", name: str | None = None) -> None:
         super().__init__()
@@ -39,23 +42,17 @@ class HFCLIPSpace(Space):
             name=name or f"hf-clip:{model_name_or_path}",
             modalities=(Modality.IMAGE, Modality.TEXT),
             dim=self.model.config.projection_dim,
-            fingerprint=fingerprint_state_dict(self.model.state_dict(), self._preprocessing()),
+            fingerprint=self.model_fingerprint(),
         )
         self.to(device)
 
-    def _preprocessing(self) -> dict[str, Any]:
-        """Every setting outside the weights that changes an embedding, for the fingerprint."""
+    def preprocessing(self) -> dict[str, Any]:
         return {
             "model": model_config_identity(self.model.config),
             "image": self.processor.image_processor.to_dict(),
             "tokenizer": tokenizer_identity(self.processor.tokenizer),
             "max_length": self.max_length,
         }
-
-    def to(self, device: str | torch.device) -> HFCLIPSpace:
-        super().to(device)
-        self.model.to(self.device)
-        return self
 
     def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
         if modality is Modality.TEXT:

@@ -5,12 +5,14 @@ open_clip is imported when a space is built, not when this module is, so listing
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
-from spacegraph.plugin import SpacegraphValueError, json_digest, require, tokenizer_identity
+from spacegraph import Modality, SpaceSpec
+from spacegraph.plugin import ModelSpace, SpacegraphValueError, json_digest, require, tokenizer_identity
 
 from .media import check_texts, load_rgb_images
 
@@ -41,7 +43,7 @@ def open_clip_tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
     return identity
 
 
-class OpenCLIPSpace(Space):
+class OpenCLIPSpace(ModelSpace):
     """An open_clip model (CLIP, EVA, SigLIP, CoCa, ...) embedding images and text.
 
     ``model`` and ``pretrained`` go straight to ``open_clip.create_model_and_transforms`` and ``get_tokenizer``:
@@ -53,6 +55,8 @@ class OpenCLIPSpace(Space):
     The fingerprint covers the weights, the evaluation transform's settings (``preprocess_cfg``: size, mean, std,
     interpolation, resize mode) and the tokenizer (:func:`open_clip_tokenizer_identity`).
     """
+
+    LIBRARY = "open_clip"
 
     def __init__(
         self,
@@ -71,27 +75,32 @@ class OpenCLIPSpace(Space):
         self.model, _, self.preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained)
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
-        preprocessing = {
-            "image": open_clip.get_model_preprocess_cfg(self.model),
-            "tokenizer": open_clip_tokenizer_identity(self.tokenizer),
-        }
         self.spec = SpaceSpec(
             name=name or f"openclip:{model}" + (f"/{pretrained}" if pretrained else ""),
             modalities=(Modality.IMAGE, Modality.TEXT),
             dim=self._probe_dim(),
-            fingerprint=fingerprint_state_dict(self.model.state_dict(), preprocessing),
+            fingerprint=self.model_fingerprint(),
         )
         self.to(device)
+
+    @classmethod
+    def from_pretrained(cls, folder_or_repo_id: str | os.PathLike, **kwargs: Any) -> OpenCLIPSpace:
+        """An open_clip model from a local folder (``local-dir:``, holding ``open_clip_config.json`` and the
+        weights) or a Hub repo id (``hf-hub:``, through open_clip's own download and the Hub cache)."""
+        folder = Path(folder_or_repo_id)
+        source = f"local-dir:{folder}" if folder.is_dir() else f"hf-hub:{folder_or_repo_id}"
+        return cls(source, **kwargs)
+
+    def preprocessing(self) -> dict[str, Any]:
+        return {
+            "image": require("open_clip", "clip").get_model_preprocess_cfg(self.model),
+            "tokenizer": open_clip_tokenizer_identity(self.tokenizer),
+        }
 
     def _probe_dim(self) -> int:
         """The embedding width, read off one text forward (no attribute holds it for every tower type)."""
         with torch.inference_mode():
             return int(self.model.encode_text(self.tokenizer(["a"])).shape[-1])
-
-    def to(self, device: str | torch.device) -> OpenCLIPSpace:
-        super().to(device)
-        self.model.to(self.device)
-        return self
 
     def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
         use_amp = self.precision == "amp" and self.device.type == "cuda"

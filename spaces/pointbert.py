@@ -26,15 +26,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from safetensors.torch import save_file
 from torch import nn
 
-from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
+from spacegraph import Modality, SpaceSpec
 from spacegraph.plugin import (
+    ModelSpace,
     SpacegraphFileNotFoundError,
     SpacegraphTypeError,
     SpacegraphValueError,
-    atomic_dir,
     load_weights_only,
     read_shapes,
     read_tensors,
@@ -44,7 +43,7 @@ from spacegraph.plugin import (
 from .pointcloud_io import load_xyz
 
 FORMAT = "spacegraph-pointbert/1"
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+CONFIG_FILE, WEIGHTS_FILE = ModelSpace.CONFIG_FILE, ModelSpace.WEIGHTS_FILE
 logger = logging.getLogger(__name__)
 
 
@@ -306,7 +305,7 @@ def read_ulip_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 
 class SavedSpace(BaseModel):
-    """``config.json`` of a folder written by :meth:`PointBertSpace.save`."""
+    """``config.json`` of a folder written by :meth:`PointBertSpace.save_pretrained`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -334,8 +333,8 @@ def _read_config(path: Path) -> SavedSpace:
 
 
 def _read_folder(folder: Path) -> tuple[str, PointBertConfig, dict[str, torch.Tensor]]:
-    """Name, config and weights of a folder written by :meth:`PointBertSpace.save`; the weights' names and shapes
-    are checked against the config from the file's header before the model is built or any tensor is read."""
+    """Name, config and weights of a folder written by :meth:`PointBertSpace.save_pretrained`; the weights' names and
+    shapes are checked against the config from the file's header before the model is built or any tensor is read."""
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     for path in (config_path, weights_path):
         if not path.is_file():
@@ -360,14 +359,15 @@ def _as_config(config: PointBertConfig | Mapping[str, Any] | None) -> PointBertC
 # ---------------------------------------------------------------- the space
 
 
-class PointBertSpace(Space):
+class PointBertSpace(ModelSpace):
     """ULIP-2 Point-BERT point-cloud space (modality ``point_cloud`` only; ULIP's image/text towers are not included).
 
     ``checkpoint``: ``None`` (random weights, seeded by ``seed``: for tests and benchmarks), a folder written by
-    :meth:`save`, or a released ULIP ``.pt`` file (see :meth:`from_ulip_checkpoint`). Inputs: see
-    ``pointcloud_io.POINT_CLOUD_ACCEPTED``; every cloud is normalised and resampled as the module docstring says.
-    For a faithful ULIP-2 embedding give clouds of at least ``npoints`` surface points: smaller ones are repeated.
-    The fingerprint covers the weights and the whole config (``npoints``, ``num_group``, ...): both change embeddings.
+    :meth:`save_pretrained` (see also :meth:`from_pretrained`), or a released ULIP ``.pt`` file (see
+    :meth:`from_ulip_checkpoint`). Inputs: see ``pointcloud_io.POINT_CLOUD_ACCEPTED``; every cloud is normalised and
+    resampled as the module docstring says. For a faithful ULIP-2 embedding give clouds of at least ``npoints``
+    surface points: smaller ones are repeated. The fingerprint covers the weights and the whole config (``npoints``,
+    ``num_group``, ...): both change embeddings.
     """
 
     def __init__(
@@ -404,9 +404,15 @@ class PointBertSpace(Space):
             modalities=(Modality.POINT_CLOUD,),
             dim=self.config.embed_dim,
             normalized=True,
-            fingerprint=fingerprint_state_dict(self.model.state_dict(), preprocessing=self.config.model_dump()),
+            fingerprint=self.model_fingerprint(),
         )
         self.to(device)
+
+    def preprocessing(self) -> dict[str, Any]:
+        return self.config.model_dump()
+
+    def pretrained_config(self) -> dict[str, Any]:
+        return SavedSpace(format=FORMAT, name=self.spec.name, config=self.config).model_dump(mode="json")
 
     @classmethod
     def from_ulip_checkpoint(
@@ -424,19 +430,8 @@ class PointBertSpace(Space):
         return cls(path, config=config, device=device, name=name)
 
     def save(self, folder: str | Path) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``folder``, atomically. An existing ``folder`` is
-        replaced only if it holds nothing else: see :func:`spacegraph._atomic.atomic_dir`."""
-        card = SavedSpace(format=FORMAT, name=self.spec.name, config=self.config)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        with atomic_dir(folder, own=(CONFIG_FILE, WEIGHTS_FILE)) as tmp:
-            (tmp / CONFIG_FILE).write_text(card.model_dump_json(indent=2), encoding="utf-8")
-            save_file(state, str(tmp / WEIGHTS_FILE))
-        return Path(folder)
-
-    def to(self, device: str | torch.device) -> PointBertSpace:
-        super().to(device)
-        self.model.to(self.device)
-        return self
+        """:meth:`save_pretrained`, under the name this space had first."""
+        return self.save_pretrained(folder)
 
     def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
         points = resample([load_cloud(item) for item in batch], self.config.npoints)

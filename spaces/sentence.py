@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
-from spacegraph import Modality, Space, SpaceSpec, fingerprint_state_dict
-from spacegraph.plugin import SpacegraphValueError, model_config_identity, require, tokenizer_identity
+from spacegraph import Modality, SpaceSpec
+from spacegraph.plugin import ModelSpace, SpacegraphValueError, model_config_identity, require, tokenizer_identity
 
 from .media import check_texts
 
@@ -52,13 +52,16 @@ def preprocessing_identity(model: Any) -> dict[str, Any]:
     }
 
 
-class SentenceTransformerSpace(Space):
-    """``{text}`` embedded by a ``SentenceTransformer``, given a hub id or a local model folder.
+class SentenceTransformerSpace(ModelSpace):
+    """``{text}`` embedded by a ``SentenceTransformer``, given a hub id or a local model folder (also through
+    :meth:`from_pretrained`).
 
     ``name`` defaults to the last path component of ``model_name_or_path``; give a clearer one for a local
     folder. The fingerprint hashes the model's state dict and :func:`preprocessing_identity`, once, when the space
     is built.
     """
+
+    LIBRARY = "sentence-transformers"
 
     def __init__(self, model_name_or_path: str | Path, *, device: str | torch.device = "cpu", name: str | None = None):
         super().__init__()
@@ -71,13 +74,11 @@ class SentenceTransformerSpace(Space):
             modalities=(Modality.TEXT,),
             dim=embedding_dimension(self.model),
             normalized=True,
-            fingerprint=fingerprint_state_dict(self.model.state_dict(), preprocessing_identity(self.model)),
+            fingerprint=self.model_fingerprint(),
         )
 
-    def to(self, device: str | torch.device) -> SentenceTransformerSpace:
-        super().to(device)
-        self.model.to(self.device)
-        return self
+    def preprocessing(self) -> dict[str, Any]:
+        return preprocessing_identity(self.model)
 
     def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
         return self.model.encode(

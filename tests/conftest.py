@@ -7,7 +7,7 @@ import torch
 
 import spacegraph as sg
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # the tests use small models: one thread each is fastest on a shared 2-core machine
 
 
 class ToySpace(sg.Space):

@@ -124,7 +124,7 @@ def test_spec_and_fingerprint(spaces, folders):
     assert unfused.spec.name == f"clap:{folders['unfused']}"
     assert unfused.modalities == (Modality.AUDIO, Modality.TEXT) and unfused.spec.dim == 16 and unfused.spec.normalized
     assert (unfused.fused, fused.fused) == (False, True)
-    assert unfused.spec.fingerprint == fingerprint_state_dict(unfused.model.state_dict(), unfused._preprocessing())
+    assert unfused.spec.fingerprint == fingerprint_state_dict(unfused.model.state_dict(), unfused.preprocessing())
     assert unfused.spec.fingerprint.startswith("sha256:") and unfused.spec.fingerprint != fused.spec.fingerprint
     again = HFClapSpace(folders["unfused"], name="my-clap")
     assert again.spec.name == "my-clap" and again.spec.fingerprint == unfused.spec.fingerprint

@@ -28,7 +28,11 @@ AUDIO_SPACE, IMAGE_SPACE = "digits-audio-text", "digits-image-text"
 # The method page's start values for tau, sigma and lambda; heads sized for 64/96-d spaces.
 # benchmarks/sweep_digits.py shows how the result moves with them.
 DEFAULT_CONFIG: dict[str, Any] = {"hidden_dim": 512, "out_dim": 256, "steps": 600, "batch_size": 256, "seed": 0}
-ABLATIONS = {"no_memory": {"use_memory": False}, "no_noise": {"noise_std": 0.0}, "no_intra": {"intra_weight": 0.0}}
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "no_memory": {"use_memory": False},
+    "no_noise": {"noise_std": 0.0},
+    "no_intra": {"intra_weight": 0.0},
+}
 
 
 @dataclass

@@ -1,0 +1,189 @@
+"""The Hugging Face Hub: a local folder or a repo id resolved through huggingface_hub's cache (offline-aware),
+uploads, and the ``README.md`` model card of a bridge. huggingface_hub is imported on use, never with spacegraph."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Collection, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._atomic import recover_interrupted_save
+from ._errors import SpacegraphFileNotFoundError, SpacegraphValueError
+from ._optional import require
+
+if TYPE_CHECKING:
+    from ._bridge import BridgeCard
+
+HUB_EXTRA = "hub"
+LICENSE_KEYS = ("data_license", "license")  # where a card's training dict records the licence of its data
+LONGEST_CELL = 120  # characters of a training setting shown in the card's table
+
+
+def resolve_folder(
+    source: str | os.PathLike,
+    files: Collection[str],
+    *,
+    what: str,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Path:
+    """The local folder holding ``files`` for ``source``: an existing folder as it is, else a Hub repo id
+    (``org/name``) looked up through huggingface_hub: its cache first, downloaded unless ``HF_HUB_OFFLINE`` is set.
+    A ``Path`` is always a local folder. ``what`` names the artifact in errors (e.g. ``"bridge"``)."""
+    folder = Path(source)
+    recover_interrupted_save(folder)  # a save killed between the renames of its swap
+    if folder.is_dir() or isinstance(source, os.PathLike):
+        missing = [name for name in files if not (folder / name).is_file()]
+        if missing:
+            raise SpacegraphFileNotFoundError(
+                f"{folder}: no {', '.join(missing)} there; a {what} folder holds {', '.join(files)}"
+            )
+        return folder
+    return _download(str(source), files, what=what, revision=revision, cache_dir=cache_dir)
+
+
+def _download(
+    repo_id: str, files: Iterable[str], *, what: str, revision: str | None, cache_dir: str | os.PathLike | None
+) -> Path:
+    """The snapshot folder of ``repo_id`` holding ``files`` (all of one revision), from the cache or the Hub."""
+    hub = require("huggingface_hub", HUB_EXTRA)
+    errors = require("huggingface_hub.errors", HUB_EXTRA)  # submodules are not attributes until imported
+    try:
+        paths = [hub.hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir) for name in files]
+    except errors.HFValidationError as err:
+        raise SpacegraphValueError(
+            f"{repo_id!r} is neither a local folder nor a Hub repo id ('org/name'): {err}"
+        ) from err
+    except (errors.EntryNotFoundError, errors.RepositoryNotFoundError, errors.RevisionNotFoundError) as err:
+        offline = " (HF_HUB_OFFLINE is set: only the local cache was searched)" if hub.is_offline_mode() else ""
+        raise SpacegraphFileNotFoundError(
+            f"{repo_id!r} is not a local folder, and the Hub repo {repo_id!r} with the {what} files "
+            f"{', '.join(files)} was not found{offline}: {type(err).__name__}: {str(err).splitlines()[0]}"
+        ) from err
+    return Path(paths[0]).parent
+
+
+def push_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+) -> Any:
+    """Upload ``folder`` to the Hub model repo ``repo_id`` (created if missing) with ``HfApi.upload_folder``;
+    returns its commit info."""
+    hub = require("huggingface_hub", HUB_EXTRA)
+    api = hub.HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    return api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(folder),
+        revision=revision,
+        commit_message=commit_message or f"Upload {Path(folder).name} with spacegraph",
+    )
+
+
+def data_license(card: BridgeCard) -> str | None:
+    """The licence of the data a bridge was trained on, if its card's training dict records one."""
+    for key in LICENSE_KEYS:
+        value = card.training.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def bridge_readme(card: BridgeCard) -> str:
+    """A Hugging Face model card for a bridge: YAML front matter, then its spaces and their fingerprints, the
+    overlap, the training config, the data's row counts and licence, and its measured quality with the source."""
+    hub = require("huggingface_hub", HUB_EXTRA)
+    licence = data_license(card)
+    modalities = sorted({m.value for ref in card.spaces for m in ref.modalities})
+    metadata = hub.ModelCardData(
+        library_name="spacegraph",
+        license=licence,
+        tags=["spacegraph", "bridge", card.method, card.kind, *modalities],
+    )
+    sections = [
+        f"# Bridge `{card.name}`",
+        _summary(card),
+        "## Spaces\n\n" + _table(["space", "fingerprint", "dim", "modalities", "head"], _space_rows(card)),
+        f"## Overlap\n\nTrained on `{card.overlap.value}` data both spaces embed.",
+        "## Training\n\n" + _table(["setting", "value"], [(k, _value(v)) for k, v in sorted(card.training.items())]),
+        "## Data\n\n" + _data_text(card, licence),
+        "## Measured quality\n\n" + _quality_text(card),
+        "## Use\n\n" + _usage(card),
+    ]
+    return f"---\n{metadata.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
+
+
+def _summary(card: BridgeCard) -> str:
+    x, y = (ref.name for ref in card.spaces)
+    joins = f"joins `{x}` and `{y}` in a new joint space `{card.name}`"
+    if card.kind == "extend":
+        joins = f"maps `{x}` into `{y}`, which stays frozen"
+    return (
+        f"A spacegraph {card.kind} bridge: it {joins}, through "
+        f"`{card.overlap.value}`. Method `{card.method}`, spacegraph {card.library_version}, format "
+        f"{card.format_version}. Loading it checks each space's fingerprint, so it only runs on the spaces below."
+    )
+
+
+def _space_rows(card: BridgeCard) -> list[tuple[Any, ...]]:
+    rows = []
+    for ref in card.spaces:
+        head = card.heads.get(ref.name)
+        described = f"{head.arch} {head.in_dim}->{head.out_dim}" if head else "none (frozen target)"
+        rows.append((ref.name, ref.fingerprint, ref.dim, ", ".join(m.value for m in ref.modalities), described))
+    return rows
+
+
+def _data_text(card: BridgeCard, licence: str | None) -> str:
+    rows = _table(["features", "rows"], sorted(card.data.items())) if card.data else "Row counts: not recorded."
+    where = " or ".join(f"`training['{key}']`" for key in LICENSE_KEYS)
+    licensed = f"Licence of the data: {licence}." if licence else f"Licence of the data: not recorded ({where})."
+    return f"{rows}\n\n{licensed}"
+
+
+def _quality_text(card: BridgeCard) -> str:
+    lines = [f"Planner score: {card.score:.4f} (source: {card.score_source})."]
+    if card.quality:
+        lines.append(_table(["measure", "value"], [(k, f"{v:.4g}") for k, v in sorted(card.quality.items())]))
+    if card.calibration is not None:
+        calibration = card.calibration
+        lines.append(
+            f"Calibrated on probe `{calibration.probe}` ({calibration.n_queries} queries, {calibration.n_gallery} "
+            f"gallery items): route {calibration.route} measured {calibration.route_measured:.4f} against "
+            f"{calibration.route_expected:.4f} expected; rule `{calibration.rule}`."
+        )
+    return "\n\n".join(lines)
+
+
+def _usage(card: BridgeCard) -> str:
+    return (
+        "```python\nimport spacegraph as sg\n\n"
+        'bridge = sg.Bridge.from_pretrained("<this repo id or folder>")\n'
+        f"graph = sg.SpaceGraph([...], [bridge])  # the spaces {', '.join(repr(ref.name) for ref in card.spaces)}\n"
+        "```"
+    )
+
+
+def _value(value: Any) -> str:
+    """A training setting for a table cell; a long one (e.g. a loss history) is summarised, bridge.json has it."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    if len(text) <= LONGEST_CELL:
+        return text
+    size = f"{len(value)} entries" if isinstance(value, (list, dict)) else f"{len(text)} characters"
+    return f"({size}: see bridge.json)"
+
+
+def _table(header: list[str], rows: Iterable[tuple[Any, ...]]) -> str:
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
