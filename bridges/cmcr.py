@@ -50,8 +50,7 @@ from spacegraph.plugin import (
     SpaceRef,
     SpaceSpec,
     as_modality,
-    estimate_quality,
-    pair_recall_at_1,
+    heads_quality,
     pseudo_map,
     subsample,
     tensor_problem,
@@ -332,35 +331,6 @@ def _heads(x_dim: int, y_dim: int, config: CMCRConfig) -> tuple[ProjectionHead, 
     return ProjectionHead(spec(x_dim)), ProjectionHead(spec(y_dim)) if config.kind == "connect" else FrozenTarget()
 
 
-def validation_quality(
-    head_x: ProjectionHead, head_y: ProjectionHead | FrozenTarget, bx: torch.Tensor, by: torch.Tensor
-) -> dict[str, float]:
-    """Held-out overlap pairs: how often each item finds its own counterpart first, both directions."""
-    with torch.inference_mode():
-        zx, zy = head_x.eval()(bx), head_y.eval()(by)
-    x_to_y, y_to_x = pair_recall_at_1(zx, zy), pair_recall_at_1(zy, zx)
-    return {"val_x_to_y_R@1": x_to_y, "val_y_to_x_R@1": y_to_x, "held_out_R@1": (x_to_y + y_to_x) / 2, "n_val": len(bx)}
-
-
-def bridge_quality(
-    head_x: ProjectionHead, head_y: ProjectionHead | FrozenTarget, features: BridgeFeatures, val_idx: torch.Tensor
-) -> dict[str, float]:
-    """Held-out overlap matching, and the label-free cross-modal estimate where memories were given."""
-    head_x.eval(), head_y.eval()
-    quality = (
-        validation_quality(head_x, head_y, features.overlap_x[val_idx], features.overlap_y[val_idx])
-        if len(val_idx)
-        else {}
-    )
-    if features.memory_x is not None and features.memory_y is not None:
-        quality.update(
-            estimate_quality(
-                head_x, head_y, features.overlap_x, features.overlap_y, features.memory_x, features.memory_y
-            )
-        )
-    return quality
-
-
 class EstimateTracker:
     """The label-free estimate of ``estimate_quality`` at checkpoints (pseudo labels built once), keeping the
     state of the best-scoring heads."""
@@ -502,7 +472,7 @@ def fit_heads(features: BridgeFeatures, config: CMCRConfig, *, show_progress_bar
     if tracker is not None:
         tracker.restore(head_x, head_y)
     head_x, head_y = head_x.cpu(), head_y.cpu()
-    quality = bridge_quality(head_x, head_y, features, val_idx)
+    quality = heads_quality(head_x.eval(), head_y.eval(), features, val_idx)
     quality["n_pseudo_pairs"] = len(pseudo) if pseudo is not None else 0
     return FitResult(head_x, head_y, quality, history)
 

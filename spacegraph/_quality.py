@@ -16,11 +16,15 @@ data the same way.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from ._eval import retrieval_metrics
+from ._eval import pair_recall_at_1, retrieval_metrics
+
+if TYPE_CHECKING:
+    from ._bridge import BridgeFeatures
 
 Projection = Callable[[torch.Tensor], torch.Tensor]
 CLUSTER_COUNTS = (4, 6, 8, 10, 12, 16, 20, 24, 32)
@@ -156,3 +160,29 @@ def estimate_quality(
     with torch.inference_mode():
         estimate = pseudo_map(project_x(mx), project_y(my), labels)
     return {"estimate": estimate, "estimate_clusters": float(labels.k), "estimate_items": float(len(mx) + len(my))}
+
+
+def held_out_quality(
+    project_x: Projection, project_y: Projection, bx: torch.Tensor, by: torch.Tensor
+) -> dict[str, float]:
+    """Held-out overlap pairs: how often each item finds its own counterpart first, both directions."""
+    with torch.inference_mode():
+        zx, zy = project_x(bx), project_y(by)
+    x_to_y, y_to_x = pair_recall_at_1(zx, zy), pair_recall_at_1(zy, zx)
+    return {"val_x_to_y_R@1": x_to_y, "val_y_to_x_R@1": y_to_x, "held_out_R@1": (x_to_y + y_to_x) / 2, "n_val": len(bx)}
+
+
+def heads_quality(
+    project_x: Projection, project_y: Projection, features: BridgeFeatures, val_idx: torch.Tensor
+) -> dict[str, float]:
+    """What a bridge method writes into ``card.quality``: held-out overlap matching of the ``val_idx`` rows, and
+    the label-free cross-modal estimate where memories were given. The heads are used as given (in eval mode)."""
+    bx, by = features.overlap_x[val_idx], features.overlap_y[val_idx]
+    quality = held_out_quality(project_x, project_y, bx, by) if len(val_idx) else {}
+    if features.memory_x is not None and features.memory_y is not None:
+        quality.update(
+            estimate_quality(
+                project_x, project_y, features.overlap_x, features.overlap_y, features.memory_x, features.memory_y
+            )
+        )
+    return quality

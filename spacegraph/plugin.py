@@ -32,7 +32,7 @@ from ._modality import Modality, as_modality, known_modalities, register_modalit
 from ._model_space import ModelSpace
 from ._names import check_path_name, path_component
 from ._optional import require
-from ._quality import PseudoLabels, estimate_quality, pseudo_map, subsample
+from ._quality import PseudoLabels, estimate_quality, heads_quality, held_out_quality, pseudo_map, subsample
 from ._registry import register_bridge_method, register_space
 from ._space import (
     Space,
@@ -106,6 +106,8 @@ __all__ = [
     "enumerate_batch",
     "estimate_quality",
     "fingerprint_state_dict",
+    "heads_quality",
+    "held_out_quality",
     "json_digest",
     "known_modalities",
     "layout_problems",

@@ -23,8 +23,7 @@ from spacegraph.plugin import (
     SpaceRef,
     SpaceSpec,
     as_modality,
-    estimate_quality,
-    pair_recall_at_1,
+    heads_quality,
 )
 from tqdm.auto import trange
 
@@ -81,25 +80,7 @@ def fit(
         loss.backward()
         optimizer.step()
     head_x, head_y = (h.eval() for h in heads)
-    return head_x, head_y, measure(head_x, head_y, features, val)
-
-
-def measure(
-    head_x: ProjectionHead, head_y: ProjectionHead, features: BridgeFeatures, val: torch.Tensor
-) -> dict[str, float]:
-    """Held-out pair matching (both ways) and, with memories, the label-free estimate the planner ranks by."""
-    quality: dict[str, float] = {}
-    if len(val):
-        with torch.inference_mode():
-            zx, zy = head_x(features.overlap_x[val]), head_y(features.overlap_y[val])
-        quality["held_out_R@1"] = (pair_recall_at_1(zx, zy) + pair_recall_at_1(zy, zx)) / 2
-    if features.memory_x is not None and features.memory_y is not None:
-        quality.update(
-            estimate_quality(
-                head_x, head_y, features.overlap_x, features.overlap_y, features.memory_x, features.memory_y
-            )
-        )
-    return quality
+    return head_x, head_y, heads_quality(head_x, head_y, features, val)
 
 
 class OverlapInfoNCE:
