@@ -38,6 +38,7 @@ from ._registry import (
     register_bridge_method,
     register_space,
 )
+from ._search import SearchIndex, SearchResult
 from ._space import Space, SpaceSpec, fingerprint_state_dict
 
 __version__ = "0.1.0"
@@ -56,6 +57,8 @@ __all__ = [
     "Probe",
     "Route",
     "SaveRefusedError",
+    "SearchIndex",
+    "SearchResult",
     "Space",
     "SpaceGraph",
     "SpaceSpec",

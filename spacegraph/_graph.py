@@ -35,6 +35,7 @@ from ._modality import Modality, as_modality
 from ._probe import Probe, measure
 from ._probe import calibrate as calibrate_bridges
 from ._registry import get_bridge_method
+from ._search import Backend, SearchIndex, SearchResult, index_route, load_route_index, search_route
 from ._space import Space, SpaceSpec
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class Route:
     def __init__(self, source: Leg, target: Leg) -> None:
         self.legs = {source.modality: source, target.modality: target}
         self.source, self.target = source, target
+        self.search_index: SearchIndex | None = None  # set by index / load_index, read by search
 
     @property
     def common_space(self) -> str:
@@ -139,6 +141,33 @@ class Route:
         a = self.encode(self.source.modality, source_inputs, **encode_kwargs)
         b = self.encode(self.target.modality, target_inputs, **encode_kwargs)
         return a @ b.T
+
+    def index(
+        self,
+        items: Any,
+        *,
+        modality: str | Modality | None = None,
+        ids: Any = None,
+        backend: Backend = "auto",
+        **options: int,
+    ) -> SearchIndex:
+        """Index ``items`` of ``modality`` (default: the target side) in the common space, and keep the index for
+        :meth:`search`. ``items``: raw inputs, or a float tensor of the leg's own space embeddings (e.g. from
+        ``FeatureStore.load``). ``ids``: one int or string per item (default 0..n-1). ``backend``: ``"auto"``
+        (exact up to 100k rows, else faiss/usearch if the ``search`` extra is installed), ``"exact"``,
+        ``"faiss-hnsw"``, ``"faiss-ivf"`` or ``"usearch"``; ``options``: that backend's (see ``spacegraph._search``)."""
+        return index_route(self, items, modality=modality, ids=ids, backend=backend, **options)
+
+    def search(
+        self, queries: Any, k: int = 10, *, modality: str | Modality | None = None, effort: int | None = None
+    ) -> SearchResult:
+        """The ``k`` best indexed items (``k`` capped at the index size) for each of ``queries`` of ``modality``
+        (default: the side not indexed), raw or as the leg's space embeddings. Unpacks as ``scores, ids``."""
+        return search_route(self, queries, k, modality=modality, effort=effort)
+
+    def load_index(self, folder: str | os.PathLike) -> SearchIndex:
+        """Load an index saved with ``SearchIndex.save`` for :meth:`search`, refusing one built for another route."""
+        return load_route_index(self, folder)
 
     def __repr__(self) -> str:
         def show(leg: Leg) -> str:  # the entry as "space:modality", the form connect() takes to pin it

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ._eval import pair_recall_at_1, retrieval_metrics
+from ._streaming import nearest, project_rows, unit_rows
 
 if TYPE_CHECKING:
     from ._bridge import BridgeFeatures
@@ -96,10 +97,9 @@ class PseudoLabels:
         restarts: int = 4,
         seed: int = 0,
     ) -> None:
-        bx, by = F.normalize(overlap_x.float(), dim=1), F.normalize(overlap_y.float(), dim=1)
-        mx, my = F.normalize(memory_x.float(), dim=1), F.normalize(memory_y.float(), dim=1)
+        bx, by, mx, my = (unit_rows(rows) for rows in (overlap_x, overlap_y, memory_x, memory_y))
         # Only the overlap items some memory item is nearest to: off-topic overlap data does not shape the classes.
-        near = torch.unique(torch.cat([(mx @ bx.T).argmax(dim=1), (my @ by.T).argmax(dim=1)]))
+        near = torch.unique(torch.cat([nearest(mx, bx), nearest(my, by)]))
         joint = F.normalize(torch.cat([bx[near], by[near]], dim=1), dim=1)
         candidates = [k for k in cluster_counts if k < len(near)] or [max(1, len(near) // 2)]
         sample = subsample(torch.arange(len(joint)), SILHOUETTE_ROWS, torch.Generator().manual_seed(seed))
@@ -166,8 +166,7 @@ def held_out_quality(
     project_x: Projection, project_y: Projection, bx: torch.Tensor, by: torch.Tensor
 ) -> dict[str, float]:
     """Held-out overlap pairs: how often each item finds its own counterpart first, both directions."""
-    with torch.inference_mode():
-        zx, zy = project_x(bx), project_y(by)
+    zx, zy = project_rows(project_x, bx), project_rows(project_y, by)
     x_to_y, y_to_x = pair_recall_at_1(zx, zy), pair_recall_at_1(zy, zx)
     return {"val_x_to_y_R@1": x_to_y, "val_y_to_x_R@1": y_to_x, "held_out_R@1": (x_to_y + y_to_x) / 2, "n_val": len(bx)}
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import abc
+import contextlib
+import dataclasses
 import hashlib
 import json
+import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -15,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
 from ._display import space_html
-from ._errors import SpacegraphTypeError, SpacegraphValueError
+from ._errors import SpacegraphError, SpacegraphTypeError, SpacegraphValueError
 from ._modality import Modality, as_modality
 
 
@@ -88,13 +91,25 @@ def model_config_identity(config: Any) -> dict[str, Any]:
     return settings
 
 
-_BATCH_START: ContextVar[int] = ContextVar("spacegraph_batch_start", default=0)
+_BATCH_INDICES: ContextVar[Sequence[int] | None] = ContextVar("spacegraph_batch_indices", default=None)
 
 
 def enumerate_batch(batch: Iterable[Any]) -> Iterator[tuple[int, Any]]:
-    """``(index, item)`` over a batch that :meth:`Space.encode` passed to ``_encode_batch``, the index counted over
-    all of the caller's inputs, so that an error names the item the user gave."""
-    return enumerate(batch, start=_BATCH_START.get())
+    """``(index, item)`` over a batch that :meth:`Space.encode` passed to ``_encode_batch`` or ``_prepare_batch``,
+    the index counted over all of the caller's inputs (in a DataLoader worker too, and when texts were reordered by
+    length), so that an error names the item the user gave."""
+    indices = _BATCH_INDICES.get()
+    return enumerate(batch) if indices is None else zip(indices, batch)
+
+
+@contextlib.contextmanager
+def _numbered(indices: Sequence[int]) -> Iterator[None]:
+    """Make :func:`enumerate_batch` number a batch by ``indices``, its items' positions in the caller's inputs."""
+    token = _BATCH_INDICES.set(indices)
+    try:
+        yield
+    finally:
+        _BATCH_INDICES.reset(token)
 
 
 def check_embeddings(embeddings: torch.Tensor, dim: int, what: str) -> torch.Tensor:
@@ -123,12 +138,101 @@ def batch_length(inputs: Any) -> int:
     return len(inputs)
 
 
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def length_order(modality: Modality, inputs: Any) -> np.ndarray | None:
+    """Positions of text ``inputs`` longest first (a stable sort), the order sentence-transformers encodes in so
+    that each batch pads to similar lengths; None for other modalities or when not every item is a str."""
+    if modality != Modality.TEXT or not all(isinstance(item, str) for item in inputs):
+        return None
+    return np.argsort([-len(item) for item in inputs], kind="stable")
+
+
+def batch_plan(n: int, batch_size: int, order: np.ndarray | None) -> list[Sequence[int]]:
+    """The positions in the caller's inputs of each batch: consecutive ranges, or runs of ``order``."""
+    if order is None:
+        return [range(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+    return [order[start : start + batch_size].tolist() for start in range(0, n, batch_size)]
+
+
+def take(inputs: Any, positions: Sequence[int]) -> Any:
+    """The items of ``inputs`` at ``positions``: a slice of the same type for a range, else a list."""
+    if isinstance(positions, range):
+        return inputs[positions.start : positions.stop]
+    return [inputs[i] for i in positions]
+
+
+def to_device(prepared: Any, device: torch.device) -> Any:
+    """``prepared`` with every tensor in it (also in dicts, lists and tuples) on ``device``; the copies do not
+    block, so a batch in pinned memory overlaps with the work already queued on a GPU."""
+    if isinstance(prepared, torch.Tensor):
+        return prepared.to(device, non_blocking=True)
+    if isinstance(prepared, Mapping):
+        return {key: to_device(value, device) for key, value in prepared.items()}
+    if isinstance(prepared, tuple):
+        return tuple(to_device(value, device) for value in prepared)
+    if isinstance(prepared, list):
+        return [to_device(value, device) for value in prepared]
+    return prepared
+
+
+class _PreparedBatches(torch.utils.data.Dataset):
+    """Batch ``b`` of one :meth:`Space.encode` call as the space's ``_prepare_batch`` makes it: the work that runs in
+    DataLoader worker processes. Errors number items over the whole call (the positions travel with the batch)."""
+
+    def __init__(self, space: Space, modality: Modality, inputs: Any, batches: list[Sequence[int]]) -> None:
+        self.space, self.modality, self.inputs, self.batches = space, modality, inputs, batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, b: int) -> Any:
+        positions = self.batches[b]
+        try:
+            with _numbered(positions):
+                return self.space._prepare_batch(self.modality, take(self.inputs, positions))
+        except Exception as error:  # noqa: BLE001 - carried back and raised in the main process
+            return _FailedBatch(_portable(error), traceback.format_exc())
+
+
+@dataclasses.dataclass
+class _FailedBatch:
+    """An error a worker process raised while preparing a batch, carried back to be raised in the main process as
+    it was raised there (DataLoader's own re-raise rewrites the message and keeps the loader alive in a cycle)."""
+
+    error: Exception
+    worker_traceback: str
+
+    def raise_here(self) -> NoReturn:
+        cause = SpacegraphError(f"raised while a DataLoader worker process prepared a batch:\n{self.worker_traceback}")
+        raise self.error from cause
+
+
+def _portable(error: Exception) -> Exception:
+    """``error`` if it can cross to the main process (unpickling rebuilds it as ``type(error)(*error.args)``), else
+    a SpacegraphError naming its type and message."""
+    try:
+        type(error)(*error.args)
+    except Exception:  # noqa: BLE001 - any failure to rebuild it means it cannot cross
+        return SpacegraphError(f"{type(error).__name__}: {error}")
+    return error
+
+
+def _as_is(prepared: Any) -> Any:
+    """The DataLoader's collate function: a prepared batch stays as the space made it (numpy stays numpy)."""
+    return prepared
+
+
 class Space(abc.ABC):
     """Base class for space plugins.
 
-    Subclasses set ``self.spec`` and implement :meth:`_encode_batch`; :meth:`encode` does the batching,
-    inference mode, validation and normalisation for them. An error about one item names it by its index over the
-    whole call when the subclass numbers the batch with :func:`enumerate_batch`.
+    Subclasses set ``self.spec`` and implement either :meth:`_encode_batch` (one batch of the user's inputs to
+    embeddings) or, to let ``encode(num_workers=N)`` read and preprocess media in worker processes, the two halves
+    :meth:`_prepare_batch` (CPU only, no model; returns tensors, arrays or plain containers of them, which must
+    pickle) and :meth:`_encode_prepared` (the model forward on ``self.device``). :meth:`encode` does the batching,
+    inference mode, device copies, autocast, validation and normalisation for them. An error about one item names it
+    by its index over the whole call when the subclass numbers the batch with :func:`enumerate_batch`.
     """
 
     spec: SpaceSpec
@@ -169,37 +273,134 @@ class Space(abc.ABC):
         inputs: Any,
         *,
         batch_size: int = 64,
+        num_workers: int = 0,
+        precision: str = "fp32",
         show_progress_bar: bool = False,
         device: str | torch.device | None = None,
         normalize: bool = True,
     ) -> torch.Tensor:
-        """Embed a batch of ``inputs`` of one modality; returns a float32 CPU tensor ``[n, dim]``."""
+        """Embed ``inputs`` of one modality; returns a float32 CPU tensor ``[n, dim]`` in the order of ``inputs``.
+
+        Texts are batched longest first, as sentence-transformers does, so that each batch pads little.
+        ``num_workers > 0``: a space that prepares its batches apart (:meth:`_prepare_batch`) reads and preprocesses
+        media in that many ``torch.utils.data.DataLoader`` worker processes (pinned memory when the space is on
+        CUDA) while the model runs here; texts stay in this process. The embeddings do not depend on
+        ``num_workers``. ``precision``: "fp32" (default), or "bf16" / "fp16" to run the model under
+        ``torch.autocast`` on the space's device (meant for CUDA; CPUs with bf16 units also gain from "bf16").
+        """
         modality = self.check_modality(modality)
         n = batch_length(inputs)
         if n == 0:
             raise SpacegraphValueError(f"empty batch of {modality.value} inputs; pass at least one item")
         if batch_size < 1:
             raise SpacegraphValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise SpacegraphValueError(f"num_workers must be an int >= 0 (0: no worker processes), got {num_workers!r}")
+        if precision not in PRECISIONS:
+            raise SpacegraphValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self._check_implemented()
         if device is not None:
             self.to(device)
-        chunks = []
-        starts = range(0, n, batch_size)
-        if show_progress_bar:  # only then: any tqdm, even a disabled one, starts a monitor thread (unsafe to fork)
-            starts = tqdm(starts, desc=f"{self.spec.name}:{modality.value}")
+        order = length_order(modality, inputs)
+        batches = batch_plan(n, batch_size, order)
+        in_workers = num_workers > 0 and len(batches) > 1 and self._prepares_apart() and modality != Modality.TEXT
         with torch.inference_mode():
-            for start in starts:
-                chunks.append(self._encode_slice(modality, inputs, start, batch_size))
-        embeddings = check_embeddings(torch.cat(chunks), self.spec.dim, f"{self.spec.name} {modality.value} output")
+            if in_workers:
+                chunks = self._encode_in_workers(
+                    modality, inputs, batches, min(num_workers, len(batches)), precision, show_progress_bar
+                )
+            else:
+                chunks = [
+                    self._encode_in_process(modality, take(inputs, positions), positions, precision)
+                    for positions in self._progress(batches, modality, show_progress_bar)
+                ]
+        embeddings = torch.cat(chunks)
+        if order is not None:
+            embeddings = embeddings[torch.from_numpy(np.argsort(order))]
+        embeddings = check_embeddings(embeddings, self.spec.dim, f"{self.spec.name} {modality.value} output")
         return torch.nn.functional.normalize(embeddings, dim=-1) if normalize else embeddings
 
-    def _encode_slice(self, modality: Modality, inputs: Any, start: int, batch_size: int) -> torch.Tensor:
-        """Embed ``inputs[start : start + batch_size]``; :func:`enumerate_batch` numbers its items from ``start``."""
-        token = _BATCH_START.set(start)
-        try:
-            return self._encode_batch(modality, inputs[start : start + batch_size]).float().cpu()
-        finally:
-            _BATCH_START.reset(token)
+    def _progress(self, batches: list[Sequence[int]], modality: Modality, show: bool) -> Iterable[Sequence[int]]:
+        # only when asked: any tqdm, even a disabled one, starts a monitor thread (unsafe to fork after)
+        return tqdm(batches, desc=f"{self.spec.name}:{modality.value}") if show else batches
 
-    @abc.abstractmethod
+    def _encode_in_process(
+        self, modality: Modality, batch: Any, positions: Sequence[int], precision: str
+    ) -> torch.Tensor:
+        """Embed one batch here: prepared and encoded apart when the space splits the work, else whole."""
+        with _numbered(positions):
+            if self._prepares_apart():
+                return self._encode_on_device(modality, self._prepare_batch(modality, batch), positions, precision)
+            with self._autocast(precision):
+                return self._encode_batch(modality, batch).float().cpu()
+
+    def _encode_in_workers(
+        self,
+        modality: Modality,
+        inputs: Any,
+        batches: list[Sequence[int]],
+        num_workers: int,
+        precision: str,
+        show_progress_bar: bool,
+    ) -> list[torch.Tensor]:
+        """Embed the batches, each prepared in a DataLoader worker process and encoded here, in order."""
+        loader = torch.utils.data.DataLoader(
+            _PreparedBatches(self, modality, inputs, batches),
+            batch_size=None,
+            num_workers=num_workers,
+            collate_fn=_as_is,
+            pin_memory=self.device.type == "cuda",
+        )
+        prepared = iter(loader)  # starts the workers before a progress bar starts its thread
+        try:
+            chunks = []
+            for batch, positions in zip(prepared, self._progress(batches, modality, show_progress_bar)):
+                if isinstance(batch, _FailedBatch):
+                    batch.raise_here()
+                chunks.append(self._encode_on_device(modality, batch, positions, precision))
+            return chunks
+        finally:
+            del prepared  # stops the workers now, also when a batch failed
+
+    def _encode_on_device(self, modality: Modality, prepared: Any, positions: Sequence[int], precision: str) -> Any:
+        """The model half: copy a prepared batch to the space's device and embed it (float32, on the CPU)."""
+        prepared = to_device(prepared, self.device)
+        with _numbered(positions), self._autocast(precision):
+            return self._encode_prepared(modality, prepared).float().cpu()
+
+    def _autocast(self, precision: str) -> torch.autocast:
+        dtype = PRECISIONS[precision]
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def _prepares_apart(self) -> bool:
+        """Whether this space splits its work into :meth:`_prepare_batch` and :meth:`_encode_prepared`."""
+        return type(self)._prepare_batch is not Space._prepare_batch
+
+    def _check_implemented(self) -> None:
+        """Refuse a space class that implements neither half of the contract, or only the preparing half."""
+        cls = type(self)
+        encodes_prepared = cls._encode_prepared is not Space._encode_prepared
+        if self._prepares_apart() and not encodes_prepared:
+            raise SpacegraphTypeError(
+                f"{cls.__name__} implements _prepare_batch but not _encode_prepared, which takes what it makes"
+            )
+        if cls._encode_batch is Space._encode_batch and not encodes_prepared:
+            raise SpacegraphTypeError(
+                f"{cls.__name__} implements neither _encode_batch nor _encode_prepared; a space implements "
+                "_encode_batch, or _prepare_batch and _encode_prepared"
+            )
+
     def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
-        """Embed one batch (a slice of the user's inputs) of a modality this space has."""
+        """Embed one batch (a slice of the user's inputs) of a modality this space has. The default prepares the
+        batch and encodes it (:meth:`_prepare_batch`, then :meth:`_encode_prepared` on the space's device)."""
+        return self._encode_prepared(modality, to_device(self._prepare_batch(modality, batch), self.device))
+
+    def _prepare_batch(self, modality: Modality, batch: Any) -> Any:
+        """The CPU half of embedding one batch: read, decode and preprocess its items into what
+        :meth:`_encode_prepared` takes (tensors, arrays, or dicts / lists / tuples of them, which must pickle: it may
+        run in a DataLoader worker process). No model, no GPU. The default passes the batch on as it is."""
+        return batch
+
+    def _encode_prepared(self, modality: Modality, prepared: Any) -> torch.Tensor:
+        """The model half: embed what :meth:`_prepare_batch` made, its tensors already on ``self.device``."""
+        return self._encode_batch(modality, prepared)

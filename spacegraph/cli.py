@@ -1,4 +1,4 @@
-"""The ``spacegraph`` command: ``demo``, ``bench digits|multihop|modelnet10|hard|quality``, ``list``."""
+"""The ``spacegraph`` command: ``demo``, ``bench digits|multihop|modelnet10|hard|quality``, ``extract``, ``list``."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from ._atomic import write_text_atomic
-from ._errors import SpacegraphValueError
+from ._errors import SpacegraphError, SpacegraphFileNotFoundError, SpacegraphValueError
+from ._names import check_path_name
 
 DEFAULT_DATA = os.environ.get("SPACEGRAPH_DATA", "../shared/data")
 
@@ -76,12 +78,112 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_inputs(path: Path, modality: str) -> list[str]:
+    """The items of ``spacegraph extract --inputs``: a text file's lines (one text, or one file path, per line; row i
+    of the features is line i), or for a media modality every file under a folder (hidden ones skipped), sorted by
+    path."""
+    if path.is_dir():
+        if modality == "text":
+            raise SpacegraphValueError(f"--inputs {path} is a folder; for text give a file with one text per line")
+        files = sorted(
+            item
+            for item in path.rglob("*")
+            if item.is_file() and not any(part.startswith(".") for part in item.relative_to(path).parts)
+        )
+        if not files:
+            raise SpacegraphValueError(f"--inputs {path} holds no files; give a folder of {modality} files")
+        return [str(item) for item in files]
+    if not path.is_file():
+        raise SpacegraphFileNotFoundError(f"--inputs {path} is neither a file nor a folder")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SpacegraphValueError(f"--inputs {path} is not UTF-8 text ({err.reason} at byte {err.start})") from err
+    lines = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
+    what = "text" if modality == "text" else "file path"
+    blank = next((number for number, line in enumerate(lines, 1) if not line.strip()), None)
+    if blank is not None:
+        raise SpacegraphValueError(f"--inputs {path}: line {blank} is blank; give one {what} per line")
+    return lines
+
+
+def _extract(args: argparse.Namespace) -> int:
+    check_path_name(args.dataset, "--dataset")
+    _check_writable(Path(args.store), "--store", folder=True)
+    if args.json:
+        _check_writable(Path(args.json), "--json", folder=False)
+    inputs = read_inputs(Path(args.inputs), args.modality)
+    import spacegraph as sg
+
+    from ._distributed import ensure_process_group, rank_device, release_process_group
+
+    if args.space not in sg.list_spaces():
+        raise SpacegraphValueError(
+            f"--space {args.space!r} is not registered; registered: {', '.join(sg.list_spaces())}"
+        )
+    rank, world_size = ensure_process_group()
+    try:
+        space = sg.load_space(args.space).to(args.device or rank_device())
+        space.check_modality(args.modality)
+        start = time.perf_counter()
+        features = sg.FeatureStore(args.store, shard_rows=args.shard_rows).encode(
+            space,
+            args.modality,
+            args.dataset,
+            inputs,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            precision=args.precision,
+        )
+        seconds = time.perf_counter() - start
+    finally:
+        release_process_group()
+    record = {
+        "space": args.space,
+        "modality": args.modality,
+        "dataset": args.dataset,
+        "n_items": len(features),
+        "dim": features.shape[1],
+        "world_size": world_size,
+        "device": str(space.device),
+        "batch_size": args.batch_size,
+        "num_workers": args.num_workers,
+        "precision": args.precision or "fp32",
+        "shard_rows": args.shard_rows,
+        "seconds": seconds,
+        "items_per_second": len(features) / seconds,
+        "folder": str(sg.FeatureStore(args.store).folder(args.space, args.modality, args.dataset)),
+    }
+    if rank == 0:
+        print(
+            f"{len(features)} x {features.shape[1]} {args.modality} features of {args.space} in {record['folder']} "
+            f"({seconds:.1f} s, {record['items_per_second']:.0f} items/s, {world_size} process(es))"
+        )
+        if args.json:
+            write_text_atomic(args.json, json.dumps(record, indent=2))
+    return 0
+
+
 def _list(_: argparse.Namespace) -> int:
     import spacegraph as sg
 
     print("spaces:        ", ", ".join(sg.list_spaces()) or "(none)")
     print("bridge methods:", ", ".join(sg.list_bridge_methods()) or "(none)")
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def _at_least_zero(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +208,28 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quiet", action="store_true")
     bench.set_defaults(run=_bench)
 
+    extract = sub.add_parser(
+        "extract", help="extract a dataset's features into a feature store; runs under torchrun too"
+    )
+    extract.add_argument("--space", required=True, help="registered space name (see `spacegraph list`)")
+    extract.add_argument("--modality", required=True, help="modality of the inputs: text, image, audio, ...")
+    extract.add_argument(
+        "--inputs", required=True, help="a text file (one text or file path per line) or a folder of media files"
+    )
+    extract.add_argument("--dataset", required=True, help="name of the dataset in the store (one path component)")
+    extract.add_argument("--store", required=True, help="root folder of the feature store")
+    extract.add_argument("--batch-size", type=_positive, default=64, help="items per model call (default 64)")
+    extract.add_argument(
+        "--num-workers", type=_at_least_zero, default=None, help="DataLoader worker processes reading media"
+    )
+    extract.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="autocast precision (default fp32)")
+    extract.add_argument("--shard-rows", type=_positive, default=4096, help="rows per shard file (default 4096)")
+    extract.add_argument(
+        "--device", help="device of each process (default: GPU LOCAL_RANK when CUDA is there, else cpu)"
+    )
+    extract.add_argument("--json", help="rank 0 writes a record of the run here (sizes, seconds, items/s)")
+    extract.set_defaults(run=_extract)
+
     sub.add_parser("list", help="list registered spaces and bridge methods").set_defaults(run=_list)
     return parser
 
@@ -115,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, KeyError, ImportError, OSError) as exc:  # OSError: FileNotFoundError, PermissionError, ...
+    except (SpacegraphError, ValueError, KeyError, ImportError, OSError) as exc:  # OSError: FileNotFoundError, ...
         print(f"spacegraph: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,7 +1,8 @@
 """The public API for plugin authors: everything a third-party space, bridge method or modality needs.
 
 A space subclasses :class:`Space` (or :class:`ModelSpace` for one backed by a torch module), sets ``self.spec``
-and implements ``_encode_batch``. A bridge method is any class matching :class:`BridgeMethod`. Both register
+and implements ``_encode_batch`` (or ``_prepare_batch`` + ``_encode_prepared``, so that ``encode(num_workers=N)``
+reads media in worker processes). A bridge method is any class matching :class:`BridgeMethod`. Both register
 with a decorator or through the entry-point groups ``spacegraph.spaces`` / ``spacegraph.bridges``; a new modality
 registers with :func:`register_modality` or the ``spacegraph.modalities`` group. The built-in plugins in
 ``spaces/`` and ``bridges/`` use nothing else.
@@ -14,6 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 from ._atomic import atomic_dir, atomic_path, recover_interrupted_save, write_text_atomic
 from ._bridge import Bridge, BridgeCard, BridgeFeatures, HeadArch, HeadSpec, ProjectionHead, SpaceRef
 from ._checkpoint import load_weights_only
+from ._ddp import GlobalBatchNorm1d, Shard, with_global_batch_norm
+from ._distributed import rank_device
 from ._errors import (
     FingerprintMismatchError,
     MissingExtraError,
@@ -44,6 +47,7 @@ from ._space import (
     model_config_identity,
     tokenizer_identity,
 )
+from ._streaming import nearest, project_rows, row_blocks, top_k
 from ._weights import layout_problems, read_shapes, read_tensors, tensor_problem
 
 
@@ -79,6 +83,7 @@ __all__ = [
     "BridgeFeatures",
     "BridgeMethod",
     "FingerprintMismatchError",
+    "GlobalBatchNorm1d",
     "HeadArch",
     "HeadSpec",
     "MissingExtraError",
@@ -88,6 +93,7 @@ __all__ = [
     "ProjectionHead",
     "PseudoLabels",
     "SaveRefusedError",
+    "Shard",
     "Space",
     "SpaceRef",
     "SpaceSpec",
@@ -114,9 +120,12 @@ __all__ = [
     "linear_probe_accuracy",
     "load_weights_only",
     "model_config_identity",
+    "nearest",
     "pair_recall_at_1",
     "path_component",
+    "project_rows",
     "pseudo_map",
+    "rank_device",
     "read_shapes",
     "read_tensors",
     "recover_interrupted_save",
@@ -125,9 +134,12 @@ __all__ = [
     "register_space",
     "require",
     "retrieval_metrics",
+    "row_blocks",
     "subsample",
     "tensor_problem",
     "tokenizer_identity",
+    "top_k",
+    "with_global_batch_norm",
     "write_text_atomic",
     "zero_shot_accuracy",
 ]

@@ -282,13 +282,16 @@ class SmallSpace(ModelSpace):
 class _DigitsSpace(SmallSpace):
     MODEL = DigitsModel
 
-    def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+    def _prepare_batch(self, modality: Modality, batch: Any) -> tuple[torch.Tensor, ...]:
+        """Token ids and bag offsets for text; the stacked media arrays its tower takes otherwise."""
         if modality is Modality.TEXT:
             text = self.config["text"]
-            ids, offsets = tokenize_batch(batch, text["tokenizer"], text["buckets"])
-            return self.model.towers["text"](ids.to(self.device), offsets.to(self.device))
+            return tokenize_batch(batch, text["tokenizer"], text["buckets"])
         arrays = [self._prepare(item, f"{modality.value} item {i}") for i, item in enumerate_batch(batch)]
-        return self.model.towers[modality.value](torch.from_numpy(np.stack(arrays)).to(self.device))
+        return (torch.from_numpy(np.stack(arrays)),)
+
+    def _encode_prepared(self, modality: Modality, prepared: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return self.model.towers[modality.value](*prepared)
 
     @abc.abstractmethod
     def _prepare(self, item: Any, what: str) -> np.ndarray:

@@ -184,6 +184,9 @@ class DigitsLowresSpace(SmallSpace):
             return load_image(item, self.config["image"]["size"], what)
         return check_lowres(item, what) / LOWRES_MAX
 
-    def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+    def _prepare_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
         arrays = [self._prepare(modality, item, f"{modality.value} item {i}") for i, item in enumerate_batch(batch)]
-        return self.model.towers[modality.value](torch.from_numpy(np.stack(arrays)).to(self.device))
+        return torch.from_numpy(np.stack(arrays))
+
+    def _encode_prepared(self, modality: Modality, prepared: torch.Tensor) -> torch.Tensor:
+        return self.model.towers[modality.value](prepared)

@@ -95,13 +95,22 @@ class HFClapSpace(ModelSpace):
             "tokenizer": tokenizer_identity(self.processor.tokenizer),
         }
 
-    def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+    def _prepare_batch(self, modality: Modality, batch: Any) -> dict[str, torch.Tensor]:
+        """Tokens (``input_ids``, ``attention_mask``), or each clip's mel features (``input_features``) and
+        ``is_longer`` flag."""
         if modality is Modality.TEXT:
-            return self._encode_text(check_texts(batch))
+            return self._tokens(check_texts(batch))
         features = [self._audio_features(wave) for wave in load_audios(batch, self.sampling_rate)]
-        mels = torch.from_numpy(np.stack([mel for mel, _ in features])).to(self.device, self.model.dtype)
-        is_longer = torch.tensor([[longer] for _, longer in features], device=self.device)
-        return _pooled(self.model.get_audio_features(input_features=mels, is_longer=is_longer))
+        return {
+            "input_features": torch.from_numpy(np.stack([mel for mel, _ in features])),
+            "is_longer": torch.tensor([[longer] for _, longer in features]),
+        }
+
+    def _encode_prepared(self, modality: Modality, prepared: dict[str, torch.Tensor]) -> torch.Tensor:
+        if modality is Modality.TEXT:
+            return _pooled(self.model.get_text_features(**prepared))
+        mels = prepared["input_features"].to(self.model.dtype)
+        return _pooled(self.model.get_audio_features(input_features=mels, is_longer=prepared["is_longer"]))
 
     def _audio_features(self, wave: np.ndarray) -> tuple[np.ndarray, bool]:
         """One mono waveform at ``sampling_rate`` as the model's ``input_features`` row and its ``is_longer`` flag."""
@@ -118,9 +127,8 @@ class HFClapSpace(ModelSpace):
         # Fusion stacks four copies of one mel for a clip it did not crop: such a clip is not longer.
         return mel, bool(self.fused and not np.array_equal(mel[0], mel[1]))
 
-    def _encode_text(self, texts: list[str]) -> torch.Tensor:
+    def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:
         tokenizer = self.processor.tokenizer
         max_tokens = min(tokenizer.model_max_length, self.model.config.text_config.max_position_embeddings - 2)
         tokens = tokenizer(texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt")
-        tokens = {key: tokens[key].to(self.device) for key in ("input_ids", "attention_mask")}
-        return _pooled(self.model.get_text_features(**tokens))
+        return {key: tokens[key] for key in ("input_ids", "attention_mask")}

@@ -54,11 +54,16 @@ class HFCLIPSpace(ModelSpace):
             "max_length": self.max_length,
         }
 
-    def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+    def _prepare_batch(self, modality: Modality, batch: Any) -> dict[str, torch.Tensor]:
+        """The processor's tokens (``input_ids``, ``attention_mask``) or ``pixel_values``, as a plain dict."""
         if modality is Modality.TEXT:
             tokens = self.processor(
                 text=check_texts(batch), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
             )
-            return _features(self.model.get_text_features(**tokens.to(self.device)))
-        images = self.processor(images=load_rgb_images(batch), return_tensors="pt")
-        return _features(self.model.get_image_features(pixel_values=images["pixel_values"].to(self.device)))
+            return dict(tokens)
+        return {"pixel_values": self.processor(images=load_rgb_images(batch), return_tensors="pt")["pixel_values"]}
+
+    def _encode_prepared(self, modality: Modality, prepared: dict[str, torch.Tensor]) -> torch.Tensor:
+        if modality is Modality.TEXT:
+            return _features(self.model.get_text_features(**prepared))
+        return _features(self.model.get_image_features(**prepared))

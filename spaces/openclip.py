@@ -5,6 +5,7 @@ open_clip is imported when a space is built, not when this module is, so listing
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -102,10 +103,16 @@ class OpenCLIPSpace(ModelSpace):
         with torch.inference_mode():
             return int(self.model.encode_text(self.tokenizer(["a"])).shape[-1])
 
-    def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+    def _prepare_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+        """Token ids ``[B, context_length]`` or pixels ``[B, 3, H, W]`` after the model's evaluation transform."""
+        if modality is Modality.TEXT:
+            return self.tokenizer(check_texts(batch))
+        return torch.stack([self.preprocess(image) for image in load_rgb_images(batch)])
+
+    def _encode_prepared(self, modality: Modality, prepared: torch.Tensor) -> torch.Tensor:
         use_amp = self.precision == "amp" and self.device.type == "cuda"
-        with torch.autocast(self.device.type, enabled=use_amp):
+        # Not autocast(enabled=False) otherwise: that would switch off encode(precision=...)'s autocast.
+        with torch.autocast("cuda") if use_amp else contextlib.nullcontext():
             if modality is Modality.TEXT:
-                return self.model.encode_text(self.tokenizer(check_texts(batch)).to(self.device))
-            pixels = torch.stack([self.preprocess(image) for image in load_rgb_images(batch)])
-            return self.model.encode_image(pixels.to(self.device))
+                return self.model.encode_text(prepared)
+            return self.model.encode_image(prepared)

@@ -433,6 +433,9 @@ class PointBertSpace(ModelSpace):
         """:meth:`save_pretrained`, under the name this space had first."""
         return self.save_pretrained(folder)
 
-    def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
-        points = resample([load_cloud(item) for item in batch], self.config.npoints)
-        return self.model(to_unit_sphere(points).to(self.device))
+    def _prepare_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+        """Every cloud read, resampled to ``npoints`` and scaled into the unit sphere: ``[B, npoints, 3]``."""
+        return to_unit_sphere(resample([load_cloud(item) for item in batch], self.config.npoints))
+
+    def _encode_prepared(self, modality: Modality, prepared: torch.Tensor) -> torch.Tensor:
+        return self.model(prepared)

@@ -79,21 +79,20 @@ class ShapesModel(nn.Module):
 class _ShapesSpace(SmallSpace):
     MODEL = ShapesModel
 
-    def _prepare(self, modality: Modality, batch: Sequence[Any]) -> torch.Tensor:
-        """A batch of image or point cloud inputs as the tensor its tower takes."""
+    def _prepare_batch(self, modality: Modality, batch: Sequence[Any]) -> tuple[torch.Tensor, ...]:
+        """Token ids and bag offsets for text; a batch of image or point cloud inputs as the tensor its tower takes."""
+        if modality is Modality.TEXT:
+            text = self.config["text"]
+            return tokenize_batch(batch, text["tokenizer"], text["buckets"])
         if modality is Modality.IMAGE:
             items = load_images(batch, self.config["image"]["size"])
         else:
             n_points = self.config["point_cloud"]["n_points"]
             items = [prepare_cloud(item, n_points, f"point_cloud item {i}") for i, item in enumerate_batch(batch)]
-        return torch.from_numpy(np.stack(items).astype(np.float32))
+        return (torch.from_numpy(np.stack(items).astype(np.float32)),)
 
-    def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
-        if modality is Modality.TEXT:
-            text = self.config["text"]
-            ids, offsets = tokenize_batch(batch, text["tokenizer"], text["buckets"])
-            return self.model.towers["text"](ids.to(self.device), offsets.to(self.device))
-        return self.model.towers[modality.value](self._prepare(modality, batch).to(self.device))
+    def _encode_prepared(self, modality: Modality, prepared: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return self.model.towers[modality.value](*prepared)
 
 
 class ShapesPointImageSpace(_ShapesSpace):

@@ -5,6 +5,7 @@ from conftest import random_unit
 from spacegraph_bridges.cmcr import (
     PAPER_CONFIG,
     CMCRConfig,
+    TrainingData,
     _pseudo_pairs,
     cmcr_loss,
     fit_heads,
@@ -14,6 +15,7 @@ from spacegraph_bridges.cmcr import (
 )
 
 import spacegraph as sg
+from spacegraph.plugin import Shard
 
 SMALL = {"hidden_dim": 16, "out_dim": 8, "steps": 30, "batch_size": 16, "val_fraction": 0.0, "use_memory": True}
 
@@ -24,9 +26,21 @@ def toy_features(n: int = 60, memory: int = 20) -> sg.BridgeFeatures:
     )
 
 
-def pairs(features: sg.BridgeFeatures, **options):
+def training_data(features: sg.BridgeFeatures, **options) -> TrainingData:
+    """Every overlap row as a training row."""
     config = CMCRConfig(**{**SMALL, **options})
-    return _pseudo_pairs(features.overlap_x, features.overlap_y, features, config)
+    rows = torch.arange(len(features.overlap_x))
+    return TrainingData(features.overlap_x, features.overlap_y, rows, features.memory_x, features.memory_y, config)
+
+
+def pairs(features: sg.BridgeFeatures, **options):
+    data = training_data(features, **options)
+    return _pseudo_pairs(data, data.config, Shard())
+
+
+def every_row(pseudo):
+    """``(x, y, anchor_x, anchor_y)`` of all the pseudo pairs, in order."""
+    return pseudo.take(torch.arange(len(pseudo)))
 
 
 @pytest.mark.parametrize("method", ["stream", "sdpa"])
@@ -41,18 +55,21 @@ def test_paper_pairs_are_one_per_overlap_item_and_aligned():
     features = toy_features()
     pseudo = pairs(features, **PAPER_CONFIG)
     assert pseudo.aligned and len(pseudo) == 60
-    torch.testing.assert_close(pseudo.anchor_x, features.overlap_x)
+    x, _, anchor_x, _ = every_row(pseudo)
+    torch.testing.assert_close(anchor_x, features.overlap_x)
+    torch.testing.assert_close(x, memory_retrieve(features.overlap_x, features.memory_x, 0.01))
 
 
 def test_memory_seeded_pairs_add_one_row_per_memory_item():
     features = toy_features()
     pseudo = pairs(features, **{**PAPER_CONFIG, "pseudo_source": "overlap+memory"})
     assert not pseudo.aligned and len(pseudo) == 60 + 20 + 20
-    torch.testing.assert_close(pseudo.x[60:80], features.memory_x)  # A items pair with their pseudo C
-    torch.testing.assert_close(pseudo.y[80:], features.memory_y)  # C items pair with their pseudo A
+    x, y, _, anchor_y = every_row(pseudo)
+    torch.testing.assert_close(x[60:80], features.memory_x)  # A items pair with their pseudo C
+    torch.testing.assert_close(y[80:], features.memory_y)  # C items pair with their pseudo A
     # An A item's two overlap anchors are one softmax over the overlap, read in each space.
     weights = torch.softmax(features.memory_x @ features.overlap_x.T / 0.01, dim=1)
-    torch.testing.assert_close(pseudo.anchor_y[60:80], F.normalize(weights @ features.overlap_y, dim=-1))
+    torch.testing.assert_close(anchor_y[60:80], F.normalize(weights @ features.overlap_y, dim=-1))
 
 
 def test_mutual_neighbour_filter_keeps_only_overlap_items_near_both_memories():
@@ -63,11 +80,11 @@ def test_mutual_neighbour_filter_keeps_only_overlap_items_near_both_memories():
         on_topic_x,  # each memory item's nearest overlap item is its own on-topic copy
         on_topic_y,
     )
-    mask = mutual_neighbours(features.overlap_x, features.overlap_y, features.memory_x, features.memory_y, 1)
+    mask = mutual_neighbours(training_data(features), 1, Shard())
     assert mask.nonzero().flatten().tolist() == [0, 1, 2, 3, 4]
     pseudo = pairs(features, pseudo_source="overlap", pseudo_filter="mutual_neighbours", neighbour_k=1)
     assert not pseudo.aligned and len(pseudo) == 5
-    torch.testing.assert_close(pseudo.anchor_x, on_topic_x)
+    torch.testing.assert_close(every_row(pseudo)[2], on_topic_x)
     seeded = pairs(features, pseudo_source="overlap+memory", pseudo_filter="mutual_neighbours", neighbour_k=1)
     assert len(seeded) == 5 + 10  # every memory item's nearest overlap item is on topic
 

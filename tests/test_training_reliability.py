@@ -77,7 +77,7 @@ def test_item1_heads_with_a_non_finite_statistic_are_refused_by_name():
 
 def test_item1_nan_embeddings_get_an_error_not_a_positive_quality():
     nan_rows = torch.full((4, 3), math.nan)
-    with pytest.raises(ValueError, match="pair_recall_at_1: the similarities hold NaN or inf"):
+    with pytest.raises(ValueError, match="pair_recall_at_1: the embeddings hold NaN or inf"):
         pair_recall_at_1(nan_rows, random_unit(4, 3, 0))  # argmax over NaN rows picked row 0: recall 0.25
     with pytest.raises(ValueError, match="retrieval_metrics: the similarities hold NaN or inf"):
         retrieval_metrics(torch.full((2, 3), math.nan), [0, 1], [0, 1, 1])
