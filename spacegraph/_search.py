@@ -43,6 +43,7 @@ from ._errors import SpacegraphFileNotFoundError, SpacegraphTypeError, Spacegrap
 from ._modality import Modality, as_modality
 from ._optional import require
 from ._space import check_embeddings
+from ._streaming import top_k
 
 if TYPE_CHECKING:
     from ._graph import Leg, Route
@@ -116,19 +117,7 @@ class _Exact:
         return cls(vectors.float().contiguous())
 
     def search(self, queries: torch.Tensor, k: int, effort: int) -> tuple[torch.Tensor, torch.Tensor]:
-        scores, rows = zip(*(self._search_chunk(chunk, k) for chunk in queries.split(QUERY_CHUNK)))
-        return torch.cat(scores), torch.cat(rows)
-
-    def _search_chunk(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        best_scores = torch.empty(len(queries), 0)
-        best_rows = torch.empty(len(queries), 0, dtype=torch.long)
-        for start in range(0, len(self.vectors), GALLERY_CHUNK):
-            block = queries @ self.vectors[start : start + GALLERY_CHUNK].T
-            scores, rows = block.topk(min(k, block.shape[1]), dim=1)
-            merged_scores, merged_rows = torch.cat([best_scores, scores], 1), torch.cat([best_rows, rows + start], 1)
-            best_scores, picked = merged_scores.topk(min(k, merged_scores.shape[1]), dim=1)
-            best_rows = merged_rows.gather(1, picked)
-        return best_scores, best_rows
+        return top_k(queries, self.vectors, k, query_chunk=QUERY_CHUNK, key_chunk=GALLERY_CHUNK)
 
     def write(self, path: Path) -> None:
         save_file({"vectors": self.vectors}, str(path), metadata={"format": FORMAT})
