@@ -201,10 +201,13 @@ def _attend_streaming(
 
 
 def info_nce(x: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Symmetric InfoNCE over a batch: row i of ``x`` and ``y`` are positives, all other rows negatives."""
-    logits = x @ y.T / temperature
-    target = torch.arange(x.shape[0], device=x.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    """Symmetric InfoNCE over a batch: row i of ``x`` and ``y`` are positives, all other rows negatives.
+
+    The cross-entropy with targets on the diagonal, both ways, written as log-sum-exps over rows and columns of one
+    float32 logits matrix: no log-softmax matrix is stored, and the transposed pass reads the same matrix."""
+    logits = (x @ y.T).float() / temperature
+    positives = logits.diagonal().mean()
+    return (logits.logsumexp(dim=1).mean() + logits.logsumexp(dim=0).mean()) / 2 - positives
 
 
 def attraction(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -359,6 +362,8 @@ class PseudoPairs:
         from_native = union < len(self.data)
         if bool(from_native.all()):
             return self._checked(self.data.pseudo_of_native(union))
+        if not bool(from_native.any()):
+            return tuple(part[union - len(self.data)] for part in self.seeded)  # checked when made
         parts = [part.new_empty((len(union), part.shape[1])) for part in self.seeded]
         if bool(from_native.any()):
             for part, values in zip(parts, self.data.pseudo_of_native(union[from_native])):
