@@ -595,7 +595,8 @@ def _training_model(head_x: torch.nn.Module, head_y: torch.nn.Module, config: CM
     model: torch.nn.Module = HeadPair(head_x, head_y)
     if shard.world > 1:
         with_global_batch_norm(model)
-        device_ids = [model.head_x.net[0].weight.device.index] if config.device.startswith("cuda") else None
+        device = next(model.parameters()).device
+        device_ids = [device.index] if device.type == "cuda" else None
         model = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
     return torch.compile(model) if config.compile else model
 
