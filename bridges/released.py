@@ -27,7 +27,6 @@ from typing import Literal
 
 import torch
 
-import spacegraph
 from spacegraph.plugin import (
     Bridge,
     BridgeCard,
@@ -36,7 +35,6 @@ from spacegraph.plugin import (
     Modality,
     ProjectionHead,
     SpacegraphValueError,
-    SpaceRef,
     SpaceSpec,
     as_modality,
     layout_problems,
@@ -167,13 +165,13 @@ def import_released_cmcr(
         other.name: expected_state(layout, layout.other_prefix),
     }
     check_keys(state, {k: v for expected in heads.values() for k, v in expected.items()}, str(path))
-    card = BridgeCard(
-        library_version=spacegraph.__version__,
+    card = BridgeCard.between(
+        clip,
+        other,
+        heads={clip.name: layout.head, other.name: layout.head},
         name=name or f"{other.name}+{clip.name}:{kind}",
         method=METHOD,
-        spaces=(SpaceRef.of(clip), SpaceRef.of(other)),
         overlap=overlap,
-        heads={clip.name: layout.head, other.name: layout.head},
         training={
             "source": "https://github.com/MCR-PEFT/C-MCR",
             "kind": kind,
@@ -183,7 +181,5 @@ def import_released_cmcr(
             "trunks": {clip.name: layout.trunks["clip"], other.name: layout.trunks["other"]},
         },
     )
-    bridge = Bridge(card)
-    for space_name, expected in heads.items():
-        bridge.head(space_name).load_state_dict({ours: state[key] for key, (ours, _) in expected.items()}, strict=True)
-    return bridge.eval()
+    weights = {space: {ours: state[key] for key, (ours, _) in expected.items()} for space, expected in heads.items()}
+    return Bridge.from_weights(card, weights)

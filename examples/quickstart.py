@@ -29,7 +29,7 @@ graph = sg.SpaceGraph([audio_text, image_text])
 bridge = graph.train_bridge(
     "digits-audio-text",
     "digits-image-text",
-    via="text",
+    overlap="text",
     features=features,
     config={"hidden_dim": 512, "out_dim": 256, "steps": 600},
 )

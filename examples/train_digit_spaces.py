@@ -30,9 +30,10 @@ from spacegraph_spaces.digits import (
     DigitsModel,
     fix_length,
     peak_normalize,
-    tokenize_batch,
 )
 from spacegraph_spaces.media import load_audio
+from spacegraph_spaces.small import tokenize_batch
+from torch import nn
 
 from spacegraph.plugin import atomic_dir, atomic_path, write_text_atomic
 
@@ -80,14 +81,18 @@ data below; `digit_texts.json` and `samples/` are derived from it.
 """
 
 
-def parse_args(description: str, data_help: str) -> argparse.Namespace:
-    """The arguments every training script here takes: --data, --out, --seed."""
+def start_run(description: str, data_help: str) -> tuple[argparse.Namespace, np.random.Generator]:
+    """The arguments every training script here takes (--data, --out, --seed) and the run's random generator; torch is
+    seeded too and limited to two threads."""
     parser = argparse.ArgumentParser(description=description)
     default_data = os.environ.get("SPACEGRAPH_DATA", str(REPO.parent / "shared" / "data"))
     parser.add_argument("--data", type=Path, default=Path(default_data), help=data_help)
     parser.add_argument("--out", type=Path, default=REPO / "spaces" / "assets", help="assets folder to write")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args()
+    args = parser.parse_args()
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.manual_seed(args.seed)
+    return args, np.random.default_rng(args.seed)
 
 
 def write_report(path: Path, report: dict) -> None:
@@ -107,6 +112,34 @@ def multi_positive_clip_loss(
     return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
 
 
+def fit(
+    model: nn.Module,
+    name: str,
+    n: int,
+    hyper: dict,
+    batch_loss: Callable[[np.ndarray], torch.Tensor],
+    rng: np.random.Generator,
+) -> nn.Module:
+    """Train ``model`` for ``hyper["epochs"]`` epochs over ``n`` items in random batches of ``hyper["batch_size"]``
+    (AdamW, one-cycle learning rate up to ``hyper["lr"]``); ``batch_loss(idx)`` is the loss of the items ``idx``."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hyper["lr"], weight_decay=1e-4)
+    total_steps = hyper["epochs"] * -(-n // hyper["batch_size"])
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, hyper["lr"], total_steps=total_steps)
+    model.train()
+    for epoch in range(hyper["epochs"]):
+        order, total = rng.permutation(n), 0.0
+        for start in range(0, n, hyper["batch_size"]):
+            idx = order[start : start + hyper["batch_size"]]
+            loss = batch_loss(idx)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(idx)
+        print(f"  {name} epoch {epoch + 1}/{hyper['epochs']}: loss {total / n:.3f}", flush=True)
+    return model.eval()
+
+
 def train(
     config: dict,
     make_media: Callable[[np.ndarray, np.random.Generator], torch.Tensor],
@@ -119,26 +152,15 @@ def train(
     model = DigitsModel(config)
     media_tower, text_tower, text_cfg = model.towers[model.media], model.towers["text"], config["text"]
     texts_by_digit = [[r["text"] for r in rows if r["digit"] == d] for d in range(10)]
-    steps_per_epoch = -(-len(labels) // hyper["batch_size"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=hyper["lr"], weight_decay=1e-4)
-    total_steps = hyper["epochs"] * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, hyper["lr"], total_steps=total_steps)
-    model.train()
-    for epoch in range(hyper["epochs"]):
-        order, total = rng.permutation(len(labels)), 0.0
-        for start in range(0, len(order), hyper["batch_size"]):
-            idx = order[start : start + hyper["batch_size"]]
-            texts = [texts_by_digit[d][rng.integers(len(texts_by_digit[d]))] for d in labels[idx]]
-            ids, offsets = tokenize_batch(texts, text_cfg["tokenizer"], text_cfg["buckets"])
-            media, text = media_tower(make_media(idx, rng)), text_tower(ids, offsets)
-            loss = multi_positive_clip_loss(media, text, torch.from_numpy(labels[idx]), model.logit_scale)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * len(idx)
-        print(f"  {config['name']} epoch {epoch + 1}/{hyper['epochs']}: loss {total / len(labels):.3f}", flush=True)
-    return model.eval()
+
+    def batch_loss(idx: np.ndarray) -> torch.Tensor:
+        texts = [texts_by_digit[d][rng.integers(len(texts_by_digit[d]))] for d in labels[idx]]
+        ids, offsets = tokenize_batch(texts, text_cfg["tokenizer"], text_cfg["buckets"])
+        media, text = media_tower(make_media(idx, rng)), text_tower(ids, offsets)
+        return multi_positive_clip_loss(media, text, torch.from_numpy(labels[idx]), model.logit_scale)
+
+    fit(model, config["name"], len(labels), hyper, batch_loss, rng)
+    return model
 
 
 def audio_batches(waves: list[np.ndarray], n_samples: int) -> Callable[[np.ndarray, np.random.Generator], torch.Tensor]:
@@ -239,10 +261,7 @@ def train_and_evaluate(
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], "folder holding fsdd/, mnist5k/, oewn/")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    args, rng = start_run(__doc__.splitlines()[0], "folder holding fsdd/, mnist5k/, oewn/")
     started = time.perf_counter()
     fsdd, mnist = digits_data.fsdd_split(args.data), digits_data.mnist_split(args.data)
     rows = digits_data.digit_texts_from_oewn(args.data)

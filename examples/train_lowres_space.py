@@ -27,7 +27,7 @@ from spacegraph_spaces.digits_lowres import (
     downsample_8x8,
     load_sklearn_digits,
 )
-from train_digit_spaces import image_batches, multi_positive_clip_loss, parse_args, save_space, write_report
+from train_digit_spaces import fit, image_batches, multi_positive_clip_loss, save_space, start_run, write_report
 
 from spacegraph.plugin import retrieval_metrics
 
@@ -82,23 +82,14 @@ def train(config: dict, make_images: Callable, n: int, rng: np.random.Generator)
     """Train a fresh :class:`LowresModel` on (image, its own 8x8 copy) pairs with item-level InfoNCE."""
     model = LowresModel(config)
     image_tower, lowres_tower = model.towers["image"], model.towers["lowres_image"]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=TRAIN["lr"], weight_decay=1e-4)
-    steps = TRAIN["epochs"] * -(-n // TRAIN["batch_size"])
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, TRAIN["lr"], total_steps=steps)
-    model.train()
-    for epoch in range(TRAIN["epochs"]):
-        order, total = rng.permutation(n), 0.0
-        for start in range(0, n, TRAIN["batch_size"]):
-            images, lowres = pair_batch(make_images, order[start : start + TRAIN["batch_size"]], rng)
-            items = torch.arange(len(images))
-            loss = multi_positive_clip_loss(image_tower(images), lowres_tower(lowres), items, model.logit_scale)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * len(images)
-        print(f"  {config['name']} epoch {epoch + 1}/{TRAIN['epochs']}: loss {total / n:.3f}", flush=True)
-    return model.eval()
+
+    def batch_loss(idx: np.ndarray) -> torch.Tensor:
+        images, lowres = pair_batch(make_images, idx, rng)
+        items = torch.arange(len(images))
+        return multi_positive_clip_loss(image_tower(images), lowres_tower(lowres), items, model.logit_scale)
+
+    fit(model, config["name"], n, TRAIN, batch_loss, rng)
+    return model
 
 
 def rounded(metrics: dict) -> dict:
@@ -121,10 +112,7 @@ def evaluate(space: DigitsLowresSpace, test_images: np.ndarray, test_labels: np.
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], "folder holding mnist5k/")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    args, rng = start_run(__doc__.splitlines()[0], "folder holding mnist5k/")
     mnist = digits_data.mnist_split(args.data)
     config = {**CONFIG, "lowres_image": {**CONFIG["lowres_image"], **lowres_stats(mnist["train_images"])}}
     start = time.perf_counter()

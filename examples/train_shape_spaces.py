@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from spacegraph_spaces import shapes_data
-from spacegraph_spaces.digits import tokenize_batch
 from spacegraph_spaces.shapes import ShapesImageTextSpace, ShapesModel, ShapesPointImageSpace
-from train_digit_spaces import multi_positive_clip_loss, parse_args, save_space, write_report
+from spacegraph_spaces.small import tokenize_batch
+from train_digit_spaces import fit, multi_positive_clip_loss, save_space, start_run, write_report
 
 from spacegraph.plugin import linear_probe_accuracy, write_text_atomic
 
@@ -81,26 +81,9 @@ def train(
     config: dict, batch_loss: Callable[[ShapesModel, np.ndarray], torch.Tensor], n: int, rng: np.random.Generator
 ) -> ShapesModel:
     """Train a fresh :class:`ShapesModel` on ``n`` items; ``batch_loss(model, idx)`` gives one batch's loss."""
-    hyper = TRAIN[config["name"]]
     model = ShapesModel(config)
-    steps_per_epoch = -(-n // hyper["batch_size"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=hyper["lr"], weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, hyper["lr"], total_steps=hyper["epochs"] * steps_per_epoch
-    )
-    model.train()
-    for epoch in range(hyper["epochs"]):
-        order, total = rng.permutation(n), 0.0
-        for start in range(0, n, hyper["batch_size"]):
-            idx = order[start : start + hyper["batch_size"]]
-            loss = batch_loss(model, idx)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * len(idx)
-        print(f"  {config['name']} epoch {epoch + 1}/{hyper['epochs']}: loss {total / n:.3f}", flush=True)
-    return model.eval()
+    fit(model, config["name"], n, TRAIN[config["name"]], lambda idx: batch_loss(model, idx), rng)
+    return model
 
 
 def point_image_loss(points: np.ndarray, rng: np.random.Generator) -> Callable[[ShapesModel, np.ndarray], torch.Tensor]:
@@ -164,10 +147,7 @@ def evaluate_image_text(space: ShapesImageTextSpace, split: dict) -> dict:
 
 
 def main() -> None:
-    args = parse_args(__doc__.splitlines()[0], "folder holding modelnet10/, oewn/")
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    args, rng = start_run(__doc__.splitlines()[0], "folder holding modelnet10/, oewn/")
     started = time.perf_counter()
     split = shapes_data.modelnet10_split(args.data)
     rows = shapes_data.shape_texts_from_oewn(args.data)

@@ -10,25 +10,16 @@ scores = route.encode("audio", wav_paths) @ route.encode("image", images).T
 import importlib
 from types import ModuleType
 
+from . import _errors
 from ._bridge import Bridge, BridgeCard, BridgeFeatures, HeadSpec
-from ._errors import (
-    FingerprintMismatchError,
-    MissingExtraError,
-    NoRouteError,
-    SaveRefusedError,
-    SpacegraphError,
-    SpacegraphFileNotFoundError,
-    SpacegraphIndexError,
-    SpacegraphTypeError,
-    SpacegraphValueError,
-    UnknownModalityError,
-    UnknownNameError,
-)
+from ._errors import *  # every error class, as listed in _errors.__all__
 from ._eval import retrieval_metrics, zero_shot_accuracy
 from ._features import FeatureStore
-from ._graph import Plan, Route, SpaceGraph
+from ._graph import SpaceGraph
+from ._index import SearchIndex, SearchResult
 from ._joint import JointSpace
 from ._modality import Modality, known_modalities, register_modality
+from ._planner import Plan
 from ._probe import Probe
 from ._registry import (
     get_bridge_method,
@@ -38,37 +29,35 @@ from ._registry import (
     register_bridge_method,
     register_space,
 )
-from ._search import SearchIndex, SearchResult
+from ._route import Route
 from ._space import Space, SpaceSpec, fingerprint_state_dict
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``spacegraph.plugin`` (the public API for plugin authors) is imported on first use, keeping this import light."""
+    if name == "plugin":
+        return importlib.import_module(".plugin", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "Bridge",
     "BridgeCard",
     "BridgeFeatures",
     "FeatureStore",
-    "FingerprintMismatchError",
     "HeadSpec",
     "JointSpace",
-    "MissingExtraError",
     "Modality",
-    "NoRouteError",
     "Plan",
     "Probe",
     "Route",
-    "SaveRefusedError",
     "SearchIndex",
     "SearchResult",
     "Space",
     "SpaceGraph",
     "SpaceSpec",
-    "SpacegraphError",
-    "SpacegraphFileNotFoundError",
-    "SpacegraphIndexError",
-    "SpacegraphTypeError",
-    "SpacegraphValueError",
-    "UnknownModalityError",
-    "UnknownNameError",
     "__version__",
     "fingerprint_state_dict",
     "get_bridge_method",
@@ -83,10 +72,4 @@ __all__ = [
     "retrieval_metrics",
     "zero_shot_accuracy",
 ]
-
-
-def __getattr__(name: str) -> ModuleType:
-    """``spacegraph.plugin`` (the public API for plugin authors) is imported on first use, keeping this import light."""
-    if name == "plugin":
-        return importlib.import_module(".plugin", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ += _errors.__all__

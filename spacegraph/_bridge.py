@@ -1,53 +1,61 @@
-"""Bridges: projector heads keyed by the space they read from, a JSON card, and safetensors weights."""
+"""Bridges: projector heads keyed by the space they read from, a frozen card (:mod:`spacegraph._card`), and
+safetensors weights."""
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import tempfile
-import unicodedata
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from safetensors.torch import save_file
 from torch import nn
+from typing_extensions import Self
 
 from ._atomic import atomic_dir, recover_interrupted_save
-from ._display import bridge_html
+from ._card import (
+    FORMAT_VERSION,
+    NAME_ACCEPTED,
+    BridgeCard,
+    Calibration,
+    HeadArch,
+    HeadSpec,
+    SpaceRef,
+    check_bridge_name,
+    read_card,
+)
 from ._errors import (
     FingerprintMismatchError,
-    SpacegraphFileNotFoundError,
     SpacegraphTypeError,
     SpacegraphValueError,
     UnknownNameError,
 )
-from ._hub import bridge_readme, push_folder, resolve_folder
-from ._modality import Modality
+from ._hub import HubMixin, bridge_readme, check_folder
 from ._space import SpaceSpec, check_embeddings, fingerprint_state_dict
 from ._weights import layout_problems, read_shapes, read_tensors, tensor_problem
 
-FORMAT_VERSION = 1
+__all__ = [  # the card's names stay importable from here
+    "FORMAT_VERSION",
+    "NAME_ACCEPTED",
+    "Bridge",
+    "BridgeCard",
+    "BridgeFeatures",
+    "Calibration",
+    "HeadArch",
+    "HeadSpec",
+    "ProjectionHead",
+    "SpaceRef",
+    "check_bridge_name",
+    "expected_shapes",
+    "read_card",
+]
+
 CARD_FILE = "bridge.json"
 WEIGHTS_FILE = "heads.safetensors"
 README_FILE = "README.md"  # the model card save_pretrained writes
 OWN_FILES = (CARD_FILE, WEIGHTS_FILE, README_FILE)
-
-HeadArch = Literal["mlp2", "mlp1"]
-
-
-class HeadSpec(BaseModel):
-    """A projector head. ``mlp2`` is the released audio-visual C-MCR head (Linear-BN-ReLU-Linear-BN),
-    ``mlp1`` the released 3D head (Linear-BN-ReLU); both end in L2 normalisation."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    arch: HeadArch = "mlp2"
-    in_dim: int = Field(gt=0)
-    hidden_dim: int = Field(default=1024, gt=0)
-    out_dim: int = Field(gt=0)
+IDENTITY_FIELDS = ("name", "kind", "spaces", "overlap", "heads")  # what a bridge's modules and graph place hang on
 
 
 class ProjectionHead(nn.Module):
@@ -70,192 +78,45 @@ class ProjectionHead(nn.Module):
         return nn.functional.normalize(self.net(x), dim=-1)
 
 
-class SpaceRef(BaseModel):
-    """The identity of a space a bridge was trained on."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1)
-    fingerprint: str = Field(min_length=1)
-    dim: int = Field(gt=0)
-    modalities: tuple[Modality, ...] = Field(min_length=1)
-
-    @classmethod
-    def of(cls, spec: SpaceSpec) -> SpaceRef:
-        return cls(name=spec.name, fingerprint=spec.fingerprint, dim=spec.dim, modalities=spec.modalities)
-
-
-QUALITY_IN_UNIT_RANGE = ("score", "estimate", "held_out_R@1")
-NAME_ACCEPTED = "a non-empty name without control characters, neither absolute nor holding a '.' or '..' component"
-
-
-def check_bridge_name(name: str) -> str:
-    """``name``, if it can name a bridge. A connect bridge names the joint space it creates, and names end up in
-    folder names, so one that could leave a folder is refused (the cache also maps every name to a safe folder
-    name); names of spaces such as ``openclip:ViT-B/32`` and ``clap+openclip:ViT-B/32`` stay valid."""
-    if not name.strip():
-        problem = "it is empty"
-    elif any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
-        problem = "it holds a control character or a lone surrogate"
-    elif name.startswith(("/", "\\")) or {".", ".."} & set(name.replace("\\", "/").split("/")):
-        problem = "as a path it is absolute or holds a '.' or '..' component"
-    else:
-        return name
-    raise SpacegraphValueError(f"bridge name {name!r} is refused: {problem}; accepted: {NAME_ACCEPTED}")
-
-
-class Calibration(BaseModel):
-    """A route's quality measured on a labelled probe, and what it made of this bridge's quality."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    probe: str = Field(description="The probe's name.")
-    route: str = Field(description="The route measured (its repr).")
-    n_queries: int = Field(ge=1)
-    n_gallery: int = Field(ge=1)
-    route_measured: float = Field(ge=0, le=1, description="The route's mAP on the probe (both directions, mean).")
-    route_expected: float = Field(ge=0, le=1, description="The route's expected quality before calibration.")
-    value: float = Field(ge=0, le=1, description="This bridge's quality after calibration.")
-    rule: Literal["measured", "scaled"] = Field(
-        description="measured: the route had this bridge alone; scaled: the route's measured/expected ratio was "
-        "shared evenly (geometric) among its bridges."
-    )
-
-
-class BridgeCard(BaseModel):
-    """Everything needed to rebuild, check and rank a bridge."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    format_version: int = Field(FORMAT_VERSION, ge=1)
-    library_version: str
-    name: str = Field(description=f"The bridge's name (a connect bridge's joint space's too): {NAME_ACCEPTED}.")
-    method: str
-    kind: Literal["connect", "extend"] = Field(
-        "connect",
-        description="connect: both spaces get a head into a new joint space; extend: only the first space gets a "
-        "head, into the second (the target), which stays frozen.",
-    )
-    spaces: tuple[SpaceRef, SpaceRef]
-    overlap: Modality
-    heads: dict[str, HeadSpec]
-    training: dict[str, Any] = Field(default_factory=dict)
-    data: dict[str, int] = Field(default_factory=dict, description="Row counts of the features it was trained on.")
-    quality: dict[str, float] = Field(
-        default_factory=dict,
-        description="estimate: the label-free predicted retrieval mAP (spacegraph._quality); held_out_R@1: "
-        "item-level matching of held-out overlap data; score: a quality given by hand (it overrides the estimate).",
-    )
-    calibration: Calibration | None = Field(None, description="Set by SpaceGraph.evaluate(..., calibrate=True).")
-
-    @field_validator("quality")
-    @classmethod
-    def _finite_quality(cls, quality: dict[str, float]) -> dict[str, float]:
-        for key, value in quality.items():
-            if not math.isfinite(value):
-                raise SpacegraphValueError(f"quality[{key!r}] is {value}: quality values must be finite")
-            if key in QUALITY_IN_UNIT_RANGE and not 0 <= value <= 1:
-                raise SpacegraphValueError(
-                    f"quality[{key!r}] is {value}: it is a retrieval quality, accepted in [0, 1]"
-                )
-        return quality
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, name: str) -> str:
-        return check_bridge_name(name)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> BridgeCard:
-        return self.check_consistent()
-
-    def check_consistent(self) -> BridgeCard:
-        """Refuse fields that contradict each other: a bridge joins two different spaces through a modality one of
-        them has; it has one head per space it reads from (both for connect, the first for extend), reading that
-        space's dim; the heads land in one dim, the target space's for extend."""
-        x, y = self.spaces
-        if x.name == y.name:
-            raise SpacegraphValueError(f"spaces: a bridge joins two different spaces; both are {x.name!r}")
-        if self.overlap not in (*x.modalities, *y.modalities):  # a released ULIP head reads only point clouds
-            have = {ref.name: [m.value for m in ref.modalities] for ref in self.spaces}
-            raise SpacegraphValueError(f"overlap {self.overlap.value!r}: neither space has it ({have})")
-        if set(self.heads) != set(self.headed_spaces):
-            raise SpacegraphValueError(
-                f"heads: this {self.kind} bridge has heads for {self.headed_spaces}, got {sorted(self.heads)}"
-            )
-        for ref in self.spaces:
-            head = self.heads.get(ref.name)
-            if head is not None and head.in_dim != ref.dim:
-                raise SpacegraphValueError(
-                    f"heads[{ref.name!r}].in_dim is {head.in_dim}, but space {ref.name!r} is {ref.dim}-d"
-                )
-        out_dims = sorted({head.out_dim for head in self.heads.values()})
-        if len(out_dims) > 1:
-            raise SpacegraphValueError(
-                f"heads: out_dim differs between heads ({out_dims}); both land in one joint space"
-            )
-        if self.kind == "extend" and out_dims != [y.dim]:
-            raise SpacegraphValueError(
-                f"heads: out_dim is {out_dims[0]}, but the extend target {y.name!r} is {y.dim}-d"
-            )
-        return self
-
-    @property
-    def out_dim(self) -> int:
-        return next(iter(self.heads.values())).out_dim
-
-    @property
-    def headed_spaces(self) -> list[str]:
-        """Names of the spaces that get a head: both for connect, the source for extend."""
-        names = [ref.name for ref in self.spaces]
-        return names if self.kind == "connect" else names[:1]
-
-    @property
-    def target(self) -> str:
-        """The node both sides land in: the joint space (named as the bridge) or the extend target."""
-        return self.name if self.kind == "connect" else self.spaces[1].name
-
-    @property
-    def modalities(self) -> tuple[Modality, ...]:
-        """The modalities of the joint space this bridge creates."""
-        seen = dict.fromkeys(m for ref in self.spaces for m in ref.modalities)
-        return tuple(seen)
-
-    @property
-    def score(self) -> float:
-        """The planner's quality in [0, 1], from the best source there is (see :attr:`score_source`)."""
-        if self.calibration is not None:
-            return self.calibration.value
-        for key in ("score", "estimate"):
-            if key in self.quality:
-                return float(self.quality[key])
-        return 1.0
-
-    @property
-    def score_source(self) -> str:
-        """Where :attr:`score` comes from, first found: a labelled probe, a score given by hand, the label-free
-        estimate, or nothing (unmeasured bridges, such as imported checkpoints, count as 1.0)."""
-        if self.calibration is not None:
-            return f"probe {self.calibration.probe!r}"
-        if "score" in self.quality:
-            return "given"
-        return "label-free estimate" if "estimate" in self.quality else "unmeasured"
-
-    @property
-    def cost(self) -> float:
-        return -math.log(max(self.score, 1e-6))
-
-
-class Bridge(nn.Module):
+class Bridge(nn.Module, HubMixin):
     """A trained edge of the graph: one projector head per space it reads from (an extend target needs none)."""
+
+    HUB_FILES = (CARD_FILE, WEIGHTS_FILE)
+    HUB_OWN_FILES = OWN_FILES
+    HUB_FOLDER = "bridge"
 
     def __init__(self, card: BridgeCard) -> None:
         super().__init__()
-        card.check_consistent()  # again: a card can be changed after it was read
-        self.card = card
+        self._card = card  # validated when it was built or read, and frozen
         self._order = [ref.name for ref in card.spaces]
         self.heads = nn.ModuleList(ProjectionHead(card.heads[n]) for n in card.headed_spaces)
         self.eval()
+
+    @classmethod
+    def from_weights(cls, card: BridgeCard, weights: Mapping[str, Mapping[str, torch.Tensor]]) -> Self:
+        """A bridge of ``card`` whose heads take ``weights``: each headed space's state dict, loaded strictly."""
+        bridge = cls(card)
+        for name in card.headed_spaces:
+            bridge.head(name).load_state_dict(weights[name], strict=True)
+        return bridge.eval()
+
+    @property
+    def card(self) -> BridgeCard:
+        return self._card
+
+    @card.setter
+    def card(self, card: BridgeCard) -> None:
+        """Replace the card with one that differs in quality, calibration, training record or data only: the
+        heads and the bridge's place in a graph hang on the rest."""
+        if not isinstance(card, BridgeCard):
+            raise SpacegraphTypeError(f"bridge {self.name!r}: a card is a BridgeCard, got {type(card).__name__}")
+        changed = [field for field in IDENTITY_FIELDS if getattr(card, field) != getattr(self._card, field)]
+        if changed:
+            raise SpacegraphValueError(
+                f"bridge {self.name!r}: the new card changes {changed}, which its heads and place in a graph hang "
+                "on; build a new Bridge for it"
+            )
+        self._card = card
 
     @property
     def name(self) -> str:
@@ -326,57 +187,42 @@ class Bridge(nn.Module):
         """Write ``bridge.json`` and ``heads.safetensors`` into ``folder``, atomically (all or nothing). An existing
         ``folder`` is replaced only if it holds nothing else: see :func:`spacegraph._atomic.atomic_dir`."""
         self.check_finite()
-        folder = Path(folder)
         with atomic_dir(folder, own=OWN_FILES) as tmp:
             self._write_files(tmp)
-        return folder
+        return Path(folder)
 
     def _write_files(self, folder: Path) -> None:
         save_file(self._flat_state(), str(folder / WEIGHTS_FILE), metadata={"format": "spacegraph-bridge"})
         (folder / CARD_FILE).write_text(self.card.model_dump_json(indent=2), encoding="utf-8")
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """:meth:`save` plus a generated ``README.md`` model card (spaces and fingerprints, overlap, training config,
-        data rows and licence, measured quality): the Hugging Face layout :meth:`push_to_hub` uploads."""
+    def _pretrained_writer(self) -> Callable[[Path], None]:
+        """:meth:`save`'s files plus a generated ``README.md`` model card (spaces and fingerprints, overlap, training
+        config, data rows and licence, measured quality): the Hugging Face layout :meth:`push_to_hub` uploads."""
         self.check_finite()
         readme = bridge_readme(self.card)
-        folder = Path(folder)
-        with atomic_dir(folder, own=OWN_FILES) as tmp:
-            self._write_files(tmp)
-            (tmp / README_FILE).write_text(readme, encoding="utf-8")
-        return folder
+
+        def write(folder: Path) -> None:
+            self._write_files(folder)
+            (folder / README_FILE).write_text(readme, encoding="utf-8")
+
+        return write
 
     @classmethod
-    def from_pretrained(
-        cls,
-        folder_or_repo_id: str | os.PathLike,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-    ) -> Bridge:
-        """:meth:`load` a bridge folder, given as a local folder or a Hub repo id (``org/name``) found through the
-        huggingface_hub cache, or downloaded unless ``HF_HUB_OFFLINE`` is set."""
-        files = (CARD_FILE, WEIGHTS_FILE)
-        return cls.load(resolve_folder(folder_or_repo_id, files, what="bridge", revision=revision, cache_dir=cache_dir))
-
-    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None) -> Any:
-        """Upload :meth:`save_pretrained`'s folder to the Hub model repo ``repo_id`` (created if missing) with
-        ``huggingface_hub.HfApi.upload_folder``; returns its commit info."""
-        with tempfile.TemporaryDirectory() as tmp:
-            return push_folder(self.save_pretrained(Path(tmp) / "bridge"), repo_id, token=token, private=private)
+    def _hub_label(cls) -> str:
+        return "bridge"
 
     @classmethod
-    def load(cls, folder: str | os.PathLike) -> Bridge:
+    def _from_folder(cls, folder: Path, **kwargs: Any) -> Self:
+        return cls.load(folder, **kwargs)
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> Self:
         """Read a folder written by :meth:`save`: the card first, then the weights' names and shapes against it
         from the file's header (before anything is allocated), then every weight and BatchNorm statistic."""
         folder = Path(folder)
         recover_interrupted_save(folder)
+        check_folder(folder, cls.HUB_FILES, cls._hub_label())
         card_path, weights_path = folder / CARD_FILE, folder / WEIGHTS_FILE
-        for path in (card_path, weights_path):
-            if not path.is_file():
-                raise SpacegraphFileNotFoundError(
-                    f"{path} not found: a bridge folder holds {CARD_FILE} and {WEIGHTS_FILE}"
-                )
         card = read_card(card_path)
         problems = layout_problems(read_shapes(weights_path), expected_shapes(card))
         if problems:
@@ -394,27 +240,9 @@ class Bridge(nn.Module):
         return f"Bridge({self.name!r}: {a} {arrow} {b}, {self.card.kind}, score={self.card.score:.3f})"
 
     def _repr_html_(self) -> str:
+        from ._display import bridge_html  # the notebook renderer, imported when a notebook asks
+
         return bridge_html(self)
-
-
-def read_card(path: Path) -> BridgeCard:
-    """The bridge card at ``path``; every error names the file (and the field)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise SpacegraphValueError(f"{path}: not a readable JSON bridge card ({err})") from err
-    version = data.get("format_version") if isinstance(data, dict) else None
-    if isinstance(version, int) and version > FORMAT_VERSION:
-        raise SpacegraphValueError(
-            f"{path}: bridge format {version} is newer than this spacegraph reads ({FORMAT_VERSION}); upgrade spacegraph"
-        )
-    try:
-        return BridgeCard.model_validate(data)
-    except ValidationError as err:
-        problems = "\n".join(f"  {'.'.join(map(str, e['loc'])) or 'card'}: {e['msg']}" for e in err.errors())
-        raise SpacegraphValueError(
-            f"{err.error_count()} validation error(s) for bridge card {path}\n{problems}"
-        ) from err
 
 
 def expected_shapes(card: BridgeCard) -> dict[str, tuple[int, ...]]:

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from ._bridge import Bridge
-    from ._graph import Plan, Route, SpaceGraph
+    from ._graph import SpaceGraph
+    from ._planner import Plan
+    from ._route import Route
     from ._space import Space
 
 SPACE_STYLE = {"node_shape": "s", "node_color": "#cfe2f3", "edgecolors": "#3d6b99"}

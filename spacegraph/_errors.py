@@ -4,6 +4,20 @@ Every one is a :class:`SpacegraphError`, so callers catch the library's errors a
 error it stands for (``ValueError``, ``TypeError``, ``KeyError``, ...), so code that catches those keeps working.
 """
 
+__all__ = [
+    "FingerprintMismatchError",
+    "MissingExtraError",
+    "NoRouteError",
+    "SaveRefusedError",
+    "SpacegraphError",
+    "SpacegraphFileNotFoundError",
+    "SpacegraphIndexError",
+    "SpacegraphTypeError",
+    "SpacegraphValueError",
+    "UnknownModalityError",
+    "UnknownNameError",
+]
+
 
 class SpacegraphError(Exception):
     """Base class of every error spacegraph raises."""

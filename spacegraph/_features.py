@@ -2,356 +2,54 @@
 
 Extraction is resumable (finished, verified shards are kept), can be shared out over the ranks of a ``torchrun``
 launch, and a second run reuses the cache; a cache made from other weights or other inputs is detected by fingerprint
-and by an exact digest of the inputs, and extracted again.
+and by an exact digest of the inputs, and extracted again. The files themselves are ``_feature_cache``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import inspect
-import json
 import logging
 import os
-import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 from filelock import FileLock
-from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
-from ._atomic import atomic_path, write_text_atomic
+from ._atomic import write_text_atomic
+from ._batching import batch_length
 from ._distributed import ensure_process_group, on_every_rank, on_first_rank
 from ._errors import SpacegraphFileNotFoundError, SpacegraphTypeError, SpacegraphValueError
+from ._feature_cache import (
+    MANIFEST,
+    OWN_FILE,
+    OWN_TEMP,
+    PROGRESS_FILE,
+    DamagedCache,
+    FeatureHeader,
+    FeatureManifest,
+    RankProgress,
+    ShardEntry,
+    make_dir,
+    progress_entries,
+    progress_name,
+    rank_share,
+    read_manifest,
+    read_progress,
+    read_shard,
+    remove_own,
+    write_shard,
+)
+from ._inputs_digest import inputs_digest
 from ._modality import Modality, as_modality
 from ._names import check_path_name, path_component
-from ._space import Space, batch_length, check_embeddings
+from ._space import Space, check_embeddings
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-_OWN_MANIFEST_START = re.compile(rb'\A\s*\{\s*"format_version"\s*:')  # how every manifest written here begins
-_SHARD = r"shard-\d{5,}\.safetensors"
-_PROGRESS = r"progress-(\d{5,})-rank-(\d{5,})\.json"
-_SHARD_FILE = re.compile(rf"^{_SHARD}$")
-_PROGRESS_FILE = re.compile(rf"^{_PROGRESS}$")
-_OWN_FILE = re.compile(rf"^(manifest\.json|{_SHARD}|{_PROGRESS})$")
-_OWN_TEMP = re.compile(rf"^\.(manifest\.json|{_SHARD}|{_PROGRESS})\..+\.tmp$")  # from _atomic.atomic_path
-_FINGERPRINTABLE = (
-    "str (text, or a file path whose content is hashed), os.PathLike, bytes, bool, int, float, numpy arrays and "
-    "scalars, torch tensors, PIL images, and lists or tuples of these"
-)
-
-
 _ShardEncoder = Callable[[int], torch.Tensor]  # shard index -> its checked float32 embeddings
-
-
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.safetensors"
-
-
-def progress_name(attempt: int, rank: int) -> str:
-    return f"progress-{attempt:05d}-rank-{rank:05d}.json"
-
-
-class ShardEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    file: str
-    rows: int = Field(gt=0)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-
-class FeatureHeader(BaseModel):
-    """Everything that says which features a cache holds, and how they are cut into shards."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    format_version: Literal[2] = 2  # the layout of this manifest; older ones are extracted again
-    space: str = Field(min_length=1)
-    fingerprint: str
-    modality: Modality
-    dataset: str
-    inputs_digest: str
-    n_items: int = Field(gt=0)
-    dim: int = Field(gt=0)
-    shard_rows: int = Field(gt=0)
-
-    def header(self) -> dict[str, Any]:
-        """Everything that says which features these are (all but the shard records)."""
-        return self.model_dump(mode="json", include=set(FeatureHeader.model_fields))
-
-    @property
-    def n_shards(self) -> int:
-        return -(-self.n_items // self.shard_rows)
-
-    def shard_entry(self, index: int, sha256: str) -> ShardEntry:
-        return ShardEntry(
-            file=shard_name(index), rows=min(self.shard_rows, self.n_items - index * self.shard_rows), sha256=sha256
-        )
-
-    def _check_entry(self, index: int, entry: ShardEntry) -> None:
-        expected = self.shard_entry(index, entry.sha256)
-        if not 0 <= index < self.n_shards or entry != expected:
-            raise SpacegraphValueError(
-                f"shard {index} must be {expected.file} with {expected.rows} rows (of {self.n_shards} shards), got "
-                f"{entry.file} with {entry.rows}"
-            )
-
-
-class FeatureManifest(FeatureHeader):
-    """``manifest.json``: the header and the finished shards, in order from the first."""
-
-    shards: list[ShardEntry] = []
-
-    @model_validator(mode="after")
-    def _shards_in_order(self) -> FeatureManifest:
-        for index, entry in enumerate(self.shards):
-            self._check_entry(index, entry)
-        return self
-
-    @property
-    def rows_done(self) -> int:
-        return sum(entry.rows for entry in self.shards)
-
-
-class RankProgress(FeatureHeader):
-    """``progress-AAAAA-rank-RRRRR.json``: the shards one rank wrote in distributed run number AAAAA on this dataset,
-    in any order; merged into the manifest once every rank is done, then removed."""
-
-    done: dict[int, ShardEntry] = {}
-
-    @model_validator(mode="after")
-    def _shards_in_range(self) -> RankProgress:
-        for index, entry in self.done.items():
-            self._check_entry(index, entry)
-        return self
-
-
-class _DamagedCache(SpacegraphValueError):
-    """A cache file this module wrote that is missing, truncated, replaced or holds NaN/inf."""
-
-
-# --- inputs digest -------------------------------------------------------------------------------------------------
-
-
-def inputs_digest(inputs: Any, modality: Modality | str) -> str:
-    """A sha256 of exactly what is encoded, so a cache is never reused for other inputs.
-
-    ``modality`` says what a ``str`` is: for text the text itself; for any other modality the string plus, when it
-    names a file, the file's content (a str that names no file, such as a precomputed space's row id, is hashed as
-    the string; the space says whether it wanted a file). An ``os.PathLike`` must name a file. Arrays, tensors and
-    images are hashed with their dtype/mode and shape; lists and tuples element by element, tagged with their
-    length, so no two different inputs share a digest.
-    """
-    digest = hashlib.sha256()
-    _update(digest, inputs, as_modality(modality), "inputs")
-    return digest.hexdigest()
-
-
-def _put(digest: Any, tag: str, payload: Any) -> None:
-    """Add one tagged, length-prefixed field (``payload`` is any C-contiguous buffer)."""
-    digest.update(f"{tag}:{memoryview(payload).nbytes}:".encode())
-    digest.update(payload)
-
-
-def _update(digest: Any, item: Any, modality: Modality, where: str) -> None:
-    if isinstance(item, str):
-        _put(digest, "str", item.encode("utf-8", "surrogatepass"))
-        if modality is not Modality.TEXT and os.path.isfile(item):
-            _put(digest, "file", _file_sha256(item))
-    elif isinstance(item, os.PathLike):
-        path = os.fspath(item)
-        if not os.path.isfile(path):
-            raise SpacegraphFileNotFoundError(
-                f"{where}: {path!s} is not a file; the feature cache hashes the content of a path"
-            )
-        _put(digest, "path", os.fsencode(path))
-        _put(digest, "file", _file_sha256(path))
-    elif isinstance(item, (bytes, bytearray, memoryview)):
-        _put(digest, "bytes", bytes(item))
-    elif isinstance(item, bool):
-        _put(digest, "bool", str(int(item)).encode())
-    elif isinstance(item, int):
-        _put(digest, "int", str(item).encode())
-    elif isinstance(item, float):
-        _put(digest, "float", item.hex().encode())
-    elif isinstance(item, (np.ndarray, np.generic)):
-        _update_array(digest, np.asarray(item), modality, where)
-    elif isinstance(item, torch.Tensor):
-        tensor = item.detach().cpu()
-        tensor = tensor.to_dense() if tensor.layout != torch.strided else tensor
-        _put(digest, "tensor", f"{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        _put(digest, "data", tensor.contiguous().reshape(-1).view(torch.uint8).numpy())
-    elif isinstance(item, Image.Image):
-        _update_image(digest, item, where)
-    elif isinstance(item, (list, tuple)):
-        _put(digest, "tuple" if isinstance(item, tuple) else "list", str(len(item)).encode())
-        for index, element in enumerate(item):
-            _update(digest, element, modality, f"{where}[{index}]")
-    else:
-        raise SpacegraphTypeError(
-            f"{where}: the feature cache cannot fingerprint a {type(item).__name__}; it takes {_FINGERPRINTABLE}"
-        )
-
-
-def _update_array(digest: Any, array: np.ndarray, modality: Modality, where: str) -> None:
-    if array.dtype.hasobject:
-        _put(digest, "object-array", str(array.shape).encode())
-        for index, element in enumerate(array.ravel()):
-            _update(digest, element, modality, f"{where}.flat[{index}]")
-        return
-    _put(digest, "array", f"{np.lib.format.dtype_to_descr(array.dtype)}|{array.shape}".encode())
-    _put(digest, "data", np.ascontiguousarray(array).reshape(-1).view(np.uint8))
-
-
-def _update_image(digest: Any, image: Image.Image, where: str) -> None:
-    try:
-        pixels = image.tobytes()
-    except (OSError, ValueError) as err:
-        raise SpacegraphValueError(f"{where}: the image cannot be read ({err})") from err
-    _put(digest, "image", f"{image.mode}|{image.size}".encode())
-    _put(digest, "palette", bytes(image.getpalette() or []))
-    _put(digest, "data", pixels)
-
-
-def _file_sha256(path: str | bytes) -> bytes:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as file:
-            while chunk := file.read(1 << 20):
-                digest.update(chunk)
-    except OSError as err:
-        raise SpacegraphValueError(f"{os.fsdecode(path)}: cannot be read to fingerprint it ({err.strerror})") from err
-    return digest.digest()
-
-
-# --- files of one cache folder ---------------------------------------------------------------------------------------
-
-
-def _make_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as err:
-        raise SpacegraphValueError(
-            f"cannot create the feature cache folder {path}: a file is in the way ({err})"
-        ) from err
-
-
-def _read_manifest(folder: Path) -> FeatureManifest | None:
-    """The folder's manifest, None if there is none; _DamagedCache if it is ours but unreadable; ValueError if it
-    is not a spacegraph feature manifest at all."""
-    path = folder / MANIFEST
-    if not path.exists():
-        return None
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise SpacegraphValueError(f"{path}: cannot read the feature cache manifest ({err.strerror})") from err
-    if not _is_own_manifest(raw, folder):
-        raise SpacegraphValueError(
-            f"{folder} holds a {MANIFEST} that is not a spacegraph feature manifest; the feature cache leaves it "
-            "untouched: move it away, or use another cache root or dataset name"
-        )
-    try:
-        return FeatureManifest.model_validate_json(raw)
-    except ValidationError as err:
-        first = err.errors(include_url=False)[0]
-        field = ".".join(map(str, first["loc"])) or "manifest"
-        raise _DamagedCache(
-            f"feature cache manifest {path} is damaged or from another spacegraph version ({field}: {first['msg']})"
-        ) from err
-
-
-def _is_own_manifest(raw: bytes, folder: Path) -> bool:
-    """Whether a manifest.json is one this module wrote (perhaps damaged since): empty, beside the cache's shards,
-    a JSON object with its fields, or (truncated) one that begins like it."""
-    if not raw.strip(b"\0 \t\r\n") or _OWN_MANIFEST_START.match(raw):
-        return True
-    if any(_SHARD_FILE.match(entry.name) for entry in folder.iterdir()):
-        return True
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(data, dict) and {"format_version", "inputs_digest"} <= data.keys()
-
-
-def _remove_own(folder: Path, pattern: re.Pattern[str]) -> None:
-    """Remove the files of ``folder`` this module writes whose names match ``pattern``; nothing else."""
-    if folder.is_dir():
-        for entry in folder.iterdir():
-            if pattern.match(entry.name) and entry.is_file():
-                entry.unlink(missing_ok=True)
-
-
-def _write_shard(folder: Path, index: int, embeddings: torch.Tensor) -> ShardEntry:
-    data = save_safetensors({"embeddings": embeddings.contiguous()})
-    with atomic_path(folder / shard_name(index)) as tmp:
-        tmp.write_bytes(data)
-    return ShardEntry(file=shard_name(index), rows=len(embeddings), sha256=hashlib.sha256(data).hexdigest())
-
-
-def _read_shard(
-    folder: Path, header: FeatureHeader, index: int, recorded: Collection[str]
-) -> tuple[ShardEntry, torch.Tensor]:
-    """Shard ``index`` and its entry, verified against the sha256 values on record for it (one must match), its row
-    count, the dim and finiteness; else _DamagedCache."""
-    path = folder / shard_name(index)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise _DamagedCache(f"feature cache shard {path} cannot be read ({err.strerror})") from err
-    sha256 = hashlib.sha256(data).hexdigest()
-    if sha256 not in recorded:
-        raise _DamagedCache(f"feature cache shard {path} does not match the sha256 in {MANIFEST} (damaged or replaced)")
-    try:
-        embeddings = load_safetensors(data).get("embeddings")
-    except (SafetensorError, ValueError, KeyError) as err:
-        raise _DamagedCache(f"feature cache shard {path} is not a readable safetensors file ({err})") from err
-    entry = header.shard_entry(index, sha256)
-    expected = (entry.rows, header.dim)
-    if embeddings is None or embeddings.dtype != torch.float32 or tuple(embeddings.shape) != expected:
-        raise _DamagedCache(f"feature cache shard {path} does not hold float32 'embeddings' of shape {list(expected)}")
-    if not torch.isfinite(embeddings).all():
-        raise _DamagedCache(f"feature cache shard {path} holds NaN or inf")
-    return entry, embeddings
-
-
-def _read_progress(folder: Path) -> list[tuple[int, RankProgress]]:
-    """The readable progress records of distributed runs in ``folder`` with their run numbers, oldest run first; a
-    damaged one is skipped with a warning (its shards are extracted again)."""
-    records = []
-    for path in sorted(folder.iterdir()):
-        match = _PROGRESS_FILE.match(path.name)
-        if match is None or not path.is_file():
-            continue
-        try:
-            records.append((int(match.group(1)), RankProgress.model_validate_json(path.read_bytes())))
-        except (OSError, ValidationError) as err:
-            logger.warning(
-                "feature cache progress record %s is unreadable (%s); its shards are extracted again", path, err
-            )
-    return sorted(records, key=lambda record: record[0])
-
-
-def _progress_entries(progress: list[tuple[int, RankProgress]]) -> list[tuple[int, ShardEntry]]:
-    return [item for _, record in progress for item in record.done.items()]
-
-
-def _rank_share(n_shards: int, recorded: Collection[int], rank: int, world_size: int) -> list[int]:
-    """The shards one rank handles: every ``world_size``-th of those on record (to verify) and of the others (to
-    extract), so the work is even, and the same for every rank count on a fresh run: shard i goes to rank i mod N."""
-    on_record = sorted(recorded)
-    missing = [index for index in range(n_shards) if index not in recorded]
-    return sorted(on_record[rank::world_size] + missing[rank::world_size])
 
 
 def _encode_options(
@@ -366,9 +64,6 @@ def _encode_options(
         if value is not None:
             options[name] = value
     return options
-
-
-# --- the store -----------------------------------------------------------------------------------------------------
 
 
 class FeatureStore:
@@ -408,7 +103,7 @@ class FeatureStore:
 
     @staticmethod
     def _lock(folder: Path) -> FileLock:
-        _make_dir(folder.parent)
+        make_dir(folder.parent)
         return FileLock(folder.parent / f".{folder.name}.lock")
 
     def encode(
@@ -465,7 +160,7 @@ class FeatureStore:
                 if manifest.shards[index : index + 1] != [entry]:
                     manifest.shards[index : index + 1] = [entry]
                     write_text_atomic(folder / MANIFEST, manifest.model_dump_json(indent=2))
-            _remove_own(folder, _PROGRESS_FILE)
+            remove_own(folder, PROGRESS_FILE)
         return torch.cat(chunks)
 
     def _encode_distributed(
@@ -498,7 +193,7 @@ class FeatureStore:
 
             def extract() -> dict[str, str]:
                 progress, shas = RankProgress.model_validate(fresh.header()), {}
-                for index in _rank_share(fresh.n_shards, recorded, rank, world_size):
+                for index in rank_share(fresh.n_shards, recorded, rank, world_size):
                     entry, local[index] = self._verified_or_encoded(folder, fresh, index, recorded, encode_shard)
                     shas[str(index)] = entry.sha256
                     if entry.sha256 not in recorded.get(index, ()):
@@ -513,14 +208,14 @@ class FeatureStore:
 
             def merge() -> None:
                 write_text_atomic(folder / MANIFEST, manifest.model_dump_json(indent=2))
-                _remove_own(folder, _PROGRESS_FILE)
+                remove_own(folder, PROGRESS_FILE)
 
             on_first_rank(merge, what)
             features: list[torch.Tensor] = []
 
             def assemble() -> None:
                 chunks = [
-                    local[index] if index in local else _read_shard(folder, manifest, index, {entry.sha256})[1]
+                    local[index] if index in local else read_shard(folder, manifest, index, {entry.sha256})[1]
                     for index, entry in enumerate(manifest.shards)
                 ]
                 features.append(torch.cat(chunks))
@@ -535,11 +230,11 @@ class FeatureStore:
         """Shard ``index`` read back when it is on record and intact, else extracted and written."""
         if index in recorded:
             try:
-                return _read_shard(folder, header, index, recorded[index])
-            except _DamagedCache as err:
+                return read_shard(folder, header, index, recorded[index])
+            except DamagedCache as err:
                 logger.warning("%s; extracting its rows again", err)
         embeddings = encode_shard(index)
-        return _write_shard(folder, index, embeddings), embeddings
+        return write_shard(folder, index, embeddings), embeddings
 
     @staticmethod
     def _checked(embeddings: torch.Tensor, n_rows: int, space: Space, modality: Modality) -> torch.Tensor:
@@ -555,23 +250,23 @@ class FeatureStore:
         ``fresh``: the manifest (else ``fresh``), the sha256 values on record for each shard, and the number of the
         next distributed run. Otherwise ``fresh``, no record and run 1, after removing the cache files there. Called
         under the lock, so temp files in the folder are a killed run's."""
-        _make_dir(folder)
+        make_dir(folder)
         try:
-            manifest = _read_manifest(folder)
-        except _DamagedCache as err:
+            manifest = read_manifest(folder)
+        except DamagedCache as err:
             logger.warning("%s; extracting again", err)
             manifest = None
-        _remove_own(folder, _OWN_TEMP)
-        progress = _read_progress(folder)
+        remove_own(folder, OWN_TEMP)
+        progress = read_progress(folder)
         records = ([manifest] if manifest is not None else []) + [record for _, record in progress]
         if records and all(record.header() == fresh.header() for record in records):
             recorded: dict[int, set[str]] = {}
-            for index, entry in [*enumerate(manifest.shards if manifest else []), *_progress_entries(progress)]:
+            for index, entry in [*enumerate(manifest.shards if manifest else []), *progress_entries(progress)]:
                 recorded.setdefault(index, set()).add(entry.sha256)
             return manifest or fresh, recorded, 1 + max((attempt for attempt, _ in progress), default=0)
         if manifest is not None or progress:
             logger.info("feature cache %s was made from other weights or inputs; extracting again", folder)
-        _remove_own(folder, _OWN_FILE)
+        remove_own(folder, OWN_FILE)
         return fresh, {}, 1
 
     def load(self, space_name: str, modality: Modality | str, dataset: str) -> torch.Tensor:
@@ -583,9 +278,9 @@ class FeatureStore:
             )
         with self._lock(folder):
             try:
-                manifest = _read_manifest(folder)
+                manifest = read_manifest(folder)
                 if manifest is None:
-                    raise _DamagedCache(f"feature cache manifest {folder / MANIFEST} was removed")
+                    raise DamagedCache(f"feature cache manifest {folder / MANIFEST} was removed")
                 found = (manifest.space, manifest.modality.value, manifest.dataset)
                 if found != (space_name, as_modality(modality).value, dataset):
                     raise SpacegraphValueError(f"{folder / MANIFEST} is for (space, modality, dataset) {found}")
@@ -594,10 +289,10 @@ class FeatureStore:
                         f"cache {folder} is incomplete ({manifest.rows_done}/{manifest.n_items} rows); run encode again"
                     )
                 shards = [
-                    _read_shard(folder, manifest, index, {entry.sha256}) for index, entry in enumerate(manifest.shards)
+                    read_shard(folder, manifest, index, {entry.sha256}) for index, entry in enumerate(manifest.shards)
                 ]
                 return torch.cat([embeddings for _, embeddings in shards])
-            except _DamagedCache as err:
+            except DamagedCache as err:
                 raise SpacegraphValueError(
                     f"{err}; run FeatureStore.encode with the same inputs to extract it again"
                 ) from err

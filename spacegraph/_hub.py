@@ -1,15 +1,19 @@
 """The Hugging Face Hub: a local folder or a repo id resolved through huggingface_hub's cache (offline-aware),
-uploads, and the ``README.md`` model card of a bridge. huggingface_hub is imported on use, never with spacegraph."""
+uploads, :class:`HubMixin` (one save/load/push for bridges and model spaces), and the ``README.md`` model card of
+a bridge. huggingface_hub is imported on use, never with spacegraph."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Collection, Iterable
+import tempfile
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from ._atomic import recover_interrupted_save
+from typing_extensions import Self
+
+from ._atomic import atomic_dir, recover_interrupted_save
 from ._errors import SpacegraphFileNotFoundError, SpacegraphValueError
 from ._optional import require
 
@@ -35,13 +39,18 @@ def resolve_folder(
     folder = Path(source)
     recover_interrupted_save(folder)  # a save killed between the renames of its swap
     if folder.is_dir() or isinstance(source, os.PathLike):
-        missing = [name for name in files if not (folder / name).is_file()]
-        if missing:
-            raise SpacegraphFileNotFoundError(
-                f"{folder}: no {', '.join(missing)} there; a {what} folder holds {', '.join(files)}"
-            )
-        return folder
+        return check_folder(folder, files, what)
     return _download(str(source), files, what=what, revision=revision, cache_dir=cache_dir)
+
+
+def check_folder(folder: Path, files: Collection[str], what: str) -> Path:
+    """``folder``, if it holds every one of ``files``; else an error naming the missing ones."""
+    missing = [name for name in files if not (folder / name).is_file()]
+    if missing:
+        raise SpacegraphFileNotFoundError(
+            f"{folder}: no {', '.join(missing)} there; a {what} folder holds {', '.join(files)}"
+        )
+    return folder
 
 
 def _download(
@@ -85,6 +94,64 @@ def push_folder(
         revision=revision,
         commit_message=commit_message or f"Upload {Path(folder).name} with spacegraph",
     )
+
+
+class HubMixin:
+    """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` in one folder layout, as huggingface_hub's
+    ``ModelHubMixin`` gives them to models. A class names its files and implements :meth:`_pretrained_writer`
+    (check, then return what fills the folder) and :meth:`_from_folder` (read a resolved folder)."""
+
+    HUB_FILES: ClassVar[tuple[str, ...]]  # what a folder must hold (and from_pretrained downloads)
+    HUB_OWN_FILES: ClassVar[tuple[str, ...]]  # what a save may replace in an existing folder
+    HUB_FOLDER: ClassVar[str]  # the folder's name in an upload (and its commit message)
+
+    @classmethod
+    def _hub_label(cls) -> str:
+        """What errors call the artifact."""
+        return cls.__name__
+
+    def _pretrained_writer(self) -> Callable[[Path], None]:
+        """Refuse what cannot be saved (before anything is written); else a function filling a new folder."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_folder(cls, folder: Any, **kwargs: Any) -> Self:
+        raise NotImplementedError
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write the folder atomically (all or nothing). An existing ``folder`` is replaced only if it holds nothing
+        but this artifact's own files (see :func:`spacegraph.plugin.atomic_dir`)."""
+        write = self._pretrained_writer()
+        with atomic_dir(folder, own=self.HUB_OWN_FILES) as tmp:
+            write(tmp)
+        return Path(folder)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder_or_repo_id: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        **kwargs: Any,
+    ) -> Self:
+        """Load a local folder or a Hub repo (``org/name``), found through the huggingface_hub cache or downloaded
+        unless ``HF_HUB_OFFLINE`` is set (``revision`` and ``cache_dir`` as there); ``kwargs`` go to the loader."""
+        return cls._from_folder(cls._resolve_pretrained(folder_or_repo_id, revision, cache_dir), **kwargs)
+
+    @classmethod
+    def _resolve_pretrained(
+        cls, source: str | os.PathLike, revision: str | None, cache_dir: str | os.PathLike | None
+    ) -> Any:
+        """What :meth:`_from_folder` reads for ``source``: the local folder holding ``HUB_FILES``."""
+        return resolve_folder(source, cls.HUB_FILES, what=cls._hub_label(), revision=revision, cache_dir=cache_dir)
+
+    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None) -> Any:
+        """Upload :meth:`save_pretrained`'s folder to the Hub model repo ``repo_id`` (created if missing) with
+        ``huggingface_hub.HfApi.upload_folder``; returns its commit info."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.save_pretrained(Path(tmp) / self.HUB_FOLDER)
+            return push_folder(folder, repo_id, token=token, private=private)
 
 
 def data_license(card: BridgeCard) -> str | None:

@@ -12,7 +12,7 @@ import torch
 from ._bridge import Bridge
 from ._errors import SpacegraphValueError
 from ._modality import Modality
-from ._space import Space, SpaceSpec
+from ._space import Space, SpaceSpec, check_embeddings
 
 
 class JointSpace(Space):
@@ -52,9 +52,35 @@ class JointSpace(Space):
             space.to(device)
         return self
 
-    def _encode_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+    # A joint space runs its member's own batch path (preparing, workers, device, autocast) inside the one
+    # Space.encode call, then maps each batch through the member's head in float32.
+
+    def _check_implemented(self) -> None:
+        for space in self.members:
+            space._check_implemented()
+
+    def _prepares_apart(self, modality: Modality) -> bool:
+        return self.member(modality)._prepares_apart(modality)
+
+    def _prepare_batch(self, modality: Modality, batch: Any) -> Any:
+        return self.member(modality)._prepare_batch(modality, batch)
+
+    def _encode_in_process(
+        self, modality: Modality, batch: Any, positions: Sequence[int], precision: str
+    ) -> torch.Tensor:
         space = self.member(modality)
-        return self.bridge.project(space.name, space.encode(modality, batch, batch_size=len(batch)))
+        return self._project(space, modality, space._encode_in_process(modality, batch, positions, precision))
+
+    def _encode_on_device(
+        self, modality: Modality, prepared: Any, positions: Sequence[int], precision: str
+    ) -> torch.Tensor:
+        space = self.member(modality)
+        return self._project(space, modality, space._encode_on_device(modality, prepared, positions, precision))
+
+    def _project(self, space: Space, modality: Modality, embeddings: torch.Tensor) -> torch.Tensor:
+        """A batch the member embedded, checked and normalised as its ``encode`` returns it, through its head."""
+        embeddings = check_embeddings(embeddings, space.spec.dim, f"{space.name} {modality.value} output")
+        return self.bridge.project(space.name, torch.nn.functional.normalize(embeddings, dim=-1))
 
     def save(self, folder: str | os.PathLike) -> Path:
         """A joint space is its bridge: the folder is the bridge's (saved as :meth:`Bridge.save` does, never over

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,21 +13,21 @@ from safetensors.torch import save_file
 from torch import nn
 from typing_extensions import Self
 
-from ._atomic import atomic_dir
 from ._errors import SpacegraphTypeError, SpacegraphValueError
-from ._hub import push_folder, resolve_folder
+from ._hub import HubMixin
 from ._space import Space, fingerprint_state_dict
 from ._weights import tensor_problem
 
 
-class ModelSpace(Space):
+class ModelSpace(Space, HubMixin):
     """A space whose embeddings come from the torch module ``self.model``.
 
     :meth:`to` moves the module and :meth:`model_fingerprint` hashes its weights with :meth:`preprocessing`, every
     setting outside the weights that changes an embedding. A space whose weights spacegraph defines returns its
     ``config.json`` from :meth:`pretrained_config`, takes a folder as its first argument, and gets
-    :meth:`save_pretrained` / :meth:`from_pretrained` / :meth:`push_to_hub` in the Hugging Face layout
-    (``config.json`` + ``model.safetensors``). A space wrapping another library's model sets ``LIBRARY`` instead:
+    :meth:`save_pretrained` / :meth:`from_pretrained` / :meth:`push_to_hub` (:class:`HubMixin`, as bridges) in the
+    Hugging Face layout (``config.json`` + ``model.safetensors``; ``from_pretrained``'s keywords go to the
+    constructor). A space wrapping another library's model sets ``LIBRARY`` instead:
     its constructor takes a Hub repo id or folder, which that library's own ``from_pretrained`` resolves.
     """
 
@@ -36,6 +35,8 @@ class ModelSpace(Space):
     LIBRARY: ClassVar[str | None] = None
     CONFIG_FILE: ClassVar[str] = "config.json"
     WEIGHTS_FILE: ClassVar[str] = "model.safetensors"
+    HUB_FILES = HUB_OWN_FILES = (CONFIG_FILE, WEIGHTS_FILE)
+    HUB_FOLDER = "model"
 
     def preprocessing(self) -> Any:
         """Every setting outside the weights that changes an embedding (image size and mean, tokenizer, sample
@@ -58,9 +59,8 @@ class ModelSpace(Space):
             "save_pretrained writes spaces whose weights spacegraph defines (config.json + model.safetensors)"
         )
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``model.safetensors`` into ``folder``, atomically (all or nothing). An existing
-        ``folder`` is replaced only if it holds nothing else (see :func:`spacegraph.plugin.atomic_dir`)."""
+    def _pretrained_writer(self) -> Callable[[Path], None]:
+        """``config.json`` and ``model.safetensors``, refused before anything is written unless finite."""
         config = self.pretrained_config()
         state = {key: value.detach().cpu().contiguous() for key, value in self.model.state_dict().items()}
         problems = [problem for key in sorted(state) if (problem := tensor_problem(key, state[key]))]
@@ -68,43 +68,29 @@ class ModelSpace(Space):
             raise SpacegraphValueError(
                 f"{self.name}: {'; '.join(problems[:5])}: a saved space needs finite weights and statistics"
             )
-        with atomic_dir(folder, own=(self.CONFIG_FILE, self.WEIGHTS_FILE)) as tmp:
-            (tmp / self.CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-            save_file(state, str(tmp / self.WEIGHTS_FILE), metadata={"format": "pt"})
-        return Path(folder)
+
+        def write(folder: Path) -> None:
+            (folder / self.CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+            save_file(state, str(folder / self.WEIGHTS_FILE), metadata={"format": "pt"})
+
+        return write
 
     @classmethod
-    def from_pretrained(
-        cls,
-        folder_or_repo_id: str | os.PathLike,
-        *,
-        revision: str | None = None,
-        cache_dir: str | os.PathLike | None = None,
-        **kwargs: Any,
-    ) -> Self:
-        """The space saved in a local folder or a Hub repo (``org/name``, through the huggingface_hub cache,
-        offline-aware; ``revision`` and ``cache_dir`` as there); ``kwargs`` go to the constructor. A ``LIBRARY``
-        space passes ``folder_or_repo_id`` to its constructor, where that library resolves it."""
-        construct: Callable[..., Self] = cls  # subclasses take the folder or repo id first
-        if cls.LIBRARY is not None:
-            if revision is not None or cache_dir is not None:
-                raise SpacegraphValueError(
-                    f"{cls.__name__} loads through {cls.LIBRARY}, which resolves repo ids itself: drop revision= and "
-                    "cache_dir= (set HF_HUB_CACHE for another cache)"
-                )
-            return construct(folder_or_repo_id, **kwargs)
-        folder = resolve_folder(
-            folder_or_repo_id,
-            (cls.CONFIG_FILE, cls.WEIGHTS_FILE),
-            what=cls.__name__,
-            revision=revision,
-            cache_dir=cache_dir,
-        )
-        return construct(folder, **kwargs)
+    def _resolve_pretrained(
+        cls, source: str | os.PathLike, revision: str | None, cache_dir: str | os.PathLike | None
+    ) -> Any:
+        """A ``LIBRARY`` space passes ``source`` to its constructor, where that library resolves it."""
+        if cls.LIBRARY is None:
+            return super()._resolve_pretrained(source, revision, cache_dir)
+        if revision is not None or cache_dir is not None:
+            raise SpacegraphValueError(
+                f"{cls.__name__} loads through {cls.LIBRARY}, which resolves repo ids itself: drop revision= and "
+                "cache_dir= (set HF_HUB_CACHE for another cache)"
+            )
+        return source
 
-    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None) -> Any:
-        """Upload :meth:`save_pretrained`'s folder to the Hub model repo ``repo_id`` (created if missing) with
-        ``huggingface_hub.HfApi.upload_folder``; returns its commit info."""
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = self.save_pretrained(Path(tmp) / "model")
-            return push_folder(folder, repo_id, token=token, private=private)
+    @classmethod
+    def _from_folder(cls, folder: str | os.PathLike, **kwargs: Any) -> Self:
+        """The space rebuilt by its constructor, which takes the folder (or a ``LIBRARY`` repo id) first."""
+        construct: Callable[..., Self] = cls
+        return construct(folder, **kwargs)

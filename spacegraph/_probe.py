@@ -14,7 +14,7 @@ from ._errors import SpacegraphValueError
 from ._eval import retrieval_metrics
 
 if TYPE_CHECKING:
-    from ._graph import Route
+    from ._route import Route
 
 
 @dataclass
@@ -77,7 +77,7 @@ def calibrate(route: Route, probe: Probe, measured: float) -> None:
     ratio = (measured / expected) ** (1 / len(bridges)) if expected > 0 else 0.0
     for bridge in bridges:
         value = measured if len(bridges) == 1 else min(1.0, bridge.card.score * ratio)
-        bridge.card.calibration = Calibration(
+        calibration = Calibration(
             probe=probe.name,
             route=repr(route),
             n_queries=len(probe.source_labels),
@@ -87,3 +87,4 @@ def calibrate(route: Route, probe: Probe, measured: float) -> None:
             value=value if math.isfinite(value) else 0.0,
             rule="measured" if len(bridges) == 1 else "scaled",
         )
+        bridge.card = bridge.card.model_copy(update={"calibration": calibration})  # cards are frozen

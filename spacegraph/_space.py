@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import abc
-import contextlib
-import dataclasses
 import hashlib
 import json
-import traceback
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextvars import ContextVar
-from typing import Any, NoReturn
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
-from ._display import space_html
-from ._errors import SpacegraphError, SpacegraphTypeError, SpacegraphValueError
+from ._batching import (
+    PRECISIONS,
+    FailedBatch,
+    PreparedBatches,
+    as_is,
+    batch_length,
+    batch_plan,
+    length_order,
+    numbered,
+    take,
+    to_device,
+)
+from ._errors import SpacegraphTypeError, SpacegraphValueError
 from ._modality import Modality, as_modality
 
 
@@ -91,27 +98,6 @@ def model_config_identity(config: Any) -> dict[str, Any]:
     return settings
 
 
-_BATCH_INDICES: ContextVar[Sequence[int] | None] = ContextVar("spacegraph_batch_indices", default=None)
-
-
-def enumerate_batch(batch: Iterable[Any]) -> Iterator[tuple[int, Any]]:
-    """``(index, item)`` over a batch that :meth:`Space.encode` passed to ``_encode_batch`` or ``_prepare_batch``,
-    the index counted over all of the caller's inputs (in a DataLoader worker too, and when texts were reordered by
-    length), so that an error names the item the user gave."""
-    indices = _BATCH_INDICES.get()
-    return enumerate(batch) if indices is None else zip(indices, batch)
-
-
-@contextlib.contextmanager
-def _numbered(indices: Sequence[int]) -> Iterator[None]:
-    """Make :func:`enumerate_batch` number a batch by ``indices``, its items' positions in the caller's inputs."""
-    token = _BATCH_INDICES.set(indices)
-    try:
-        yield
-    finally:
-        _BATCH_INDICES.reset(token)
-
-
 def check_embeddings(embeddings: torch.Tensor, dim: int, what: str) -> torch.Tensor:
     """Refuse a batch of embeddings of the wrong shape or with NaN/inf, saying which."""
     if not isinstance(embeddings, torch.Tensor):
@@ -127,101 +113,6 @@ def check_embeddings(embeddings: torch.Tensor, dim: int, what: str) -> torch.Ten
         rows = bad.nonzero().flatten()[:5].tolist()
         raise SpacegraphValueError(f"{what}: {int(bad.sum())} rows contain NaN or inf (first rows: {rows})")
     return embeddings
-
-
-def batch_length(inputs: Any) -> int:
-    """Number of items in a batch given as a list/tuple, numpy array or tensor (first axis)."""
-    if isinstance(inputs, (str, bytes)) or not isinstance(inputs, (Sequence, np.ndarray, torch.Tensor)):
-        raise SpacegraphTypeError(
-            f"inputs must be a list, tuple, numpy array or tensor of items, got {type(inputs).__name__}"
-        )
-    return len(inputs)
-
-
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def length_order(modality: Modality, inputs: Any) -> np.ndarray | None:
-    """Positions of text ``inputs`` longest first (a stable sort), the order sentence-transformers encodes in so
-    that each batch pads to similar lengths; None for other modalities or when not every item is a str."""
-    if modality != Modality.TEXT or not all(isinstance(item, str) for item in inputs):
-        return None
-    return np.argsort([-len(item) for item in inputs], kind="stable")
-
-
-def batch_plan(n: int, batch_size: int, order: np.ndarray | None) -> list[Sequence[int]]:
-    """The positions in the caller's inputs of each batch: consecutive ranges, or runs of ``order``."""
-    if order is None:
-        return [range(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
-    return [order[start : start + batch_size].tolist() for start in range(0, n, batch_size)]
-
-
-def take(inputs: Any, positions: Sequence[int]) -> Any:
-    """The items of ``inputs`` at ``positions``: a slice of the same type for a range, else a list."""
-    if isinstance(positions, range):
-        return inputs[positions.start : positions.stop]
-    return [inputs[i] for i in positions]
-
-
-def to_device(prepared: Any, device: torch.device) -> Any:
-    """``prepared`` with every tensor in it (also in dicts, lists and tuples) on ``device``; the copies do not
-    block, so a batch in pinned memory overlaps with the work already queued on a GPU."""
-    if isinstance(prepared, torch.Tensor):
-        return prepared.to(device, non_blocking=True)
-    if isinstance(prepared, Mapping):
-        return {key: to_device(value, device) for key, value in prepared.items()}
-    if isinstance(prepared, tuple):
-        return tuple(to_device(value, device) for value in prepared)
-    if isinstance(prepared, list):
-        return [to_device(value, device) for value in prepared]
-    return prepared
-
-
-class _PreparedBatches(torch.utils.data.Dataset):
-    """Batch ``b`` of one :meth:`Space.encode` call as the space's ``_prepare_batch`` makes it: the work that runs in
-    DataLoader worker processes. Errors number items over the whole call (the positions travel with the batch)."""
-
-    def __init__(self, space: Space, modality: Modality, inputs: Any, batches: list[Sequence[int]]) -> None:
-        self.space, self.modality, self.inputs, self.batches = space, modality, inputs, batches
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, b: int) -> Any:
-        positions = self.batches[b]
-        try:
-            with _numbered(positions):
-                return self.space._prepare_batch(self.modality, take(self.inputs, positions))
-        except Exception as error:  # noqa: BLE001 - carried back and raised in the main process
-            return _FailedBatch(_portable(error), traceback.format_exc())
-
-
-@dataclasses.dataclass
-class _FailedBatch:
-    """An error a worker process raised while preparing a batch, carried back to be raised in the main process as
-    it was raised there (DataLoader's own re-raise rewrites the message and keeps the loader alive in a cycle)."""
-
-    error: Exception
-    worker_traceback: str
-
-    def raise_here(self) -> NoReturn:
-        cause = SpacegraphError(f"raised while a DataLoader worker process prepared a batch:\n{self.worker_traceback}")
-        raise self.error from cause
-
-
-def _portable(error: Exception) -> Exception:
-    """``error`` if it can cross to the main process (unpickling rebuilds it as ``type(error)(*error.args)``), else
-    a SpacegraphError naming its type and message."""
-    try:
-        type(error)(*error.args)
-    except Exception:  # noqa: BLE001 - any failure to rebuild it means it cannot cross
-        return SpacegraphError(f"{type(error).__name__}: {error}")
-    return error
-
-
-def _as_is(prepared: Any) -> Any:
-    """The DataLoader's collate function: a prepared batch stays as the space made it (numpy stays numpy)."""
-    return prepared
 
 
 class Space(abc.ABC):
@@ -253,6 +144,8 @@ class Space(abc.ABC):
         return f"{type(self).__name__}(name={self.spec.name!r}, modalities=[{mods}], dim={self.spec.dim})"
 
     def _repr_html_(self) -> str:
+        from ._display import space_html  # the notebook renderer, loaded only when a notebook asks
+
         return space_html(self)
 
     def check_modality(self, modality: str | Modality) -> Modality:
@@ -303,7 +196,8 @@ class Space(abc.ABC):
             self.to(device)
         order = length_order(modality, inputs)
         batches = batch_plan(n, batch_size, order)
-        in_workers = num_workers > 0 and len(batches) > 1 and self._prepares_apart() and modality != Modality.TEXT
+        apart = self._prepares_apart(modality) and modality != Modality.TEXT
+        in_workers = num_workers > 0 and len(batches) > 1 and apart
         with torch.inference_mode():
             if in_workers:
                 chunks = self._encode_in_workers(
@@ -328,8 +222,8 @@ class Space(abc.ABC):
         self, modality: Modality, batch: Any, positions: Sequence[int], precision: str
     ) -> torch.Tensor:
         """Embed one batch here: prepared and encoded apart when the space splits the work, else whole."""
-        with _numbered(positions):
-            if self._prepares_apart():
+        with numbered(positions):
+            if self._prepares_apart(modality):
                 return self._encode_on_device(modality, self._prepare_batch(modality, batch), positions, precision)
             with self._autocast(precision):
                 return self._encode_batch(modality, batch).float().cpu()
@@ -345,17 +239,17 @@ class Space(abc.ABC):
     ) -> list[torch.Tensor]:
         """Embed the batches, each prepared in a DataLoader worker process and encoded here, in order."""
         loader = torch.utils.data.DataLoader(
-            _PreparedBatches(self, modality, inputs, batches),
+            PreparedBatches(self._prepare_batch, modality, inputs, batches),
             batch_size=None,
             num_workers=num_workers,
-            collate_fn=_as_is,
+            collate_fn=as_is,
             pin_memory=self.device.type == "cuda",
         )
         prepared = iter(loader)  # starts the workers before a progress bar starts its thread
         try:
             chunks = []
             for batch, positions in zip(prepared, self._progress(batches, modality, show_progress_bar)):
-                if isinstance(batch, _FailedBatch):
+                if isinstance(batch, FailedBatch):
                     batch.raise_here()
                 chunks.append(self._encode_on_device(modality, batch, positions, precision))
             return chunks
@@ -365,22 +259,23 @@ class Space(abc.ABC):
     def _encode_on_device(self, modality: Modality, prepared: Any, positions: Sequence[int], precision: str) -> Any:
         """The model half: copy a prepared batch to the space's device and embed it (float32, on the CPU)."""
         prepared = to_device(prepared, self.device)
-        with _numbered(positions), self._autocast(precision):
+        with numbered(positions), self._autocast(precision):
             return self._encode_prepared(modality, prepared).float().cpu()
 
     def _autocast(self, precision: str) -> torch.autocast:
         dtype = PRECISIONS[precision]
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
-    def _prepares_apart(self) -> bool:
-        """Whether this space splits its work into :meth:`_prepare_batch` and :meth:`_encode_prepared`."""
+    def _prepares_apart(self, modality: Modality) -> bool:
+        """Whether this space splits its work on ``modality`` into :meth:`_prepare_batch` and
+        :meth:`_encode_prepared`."""
         return type(self)._prepare_batch is not Space._prepare_batch
 
     def _check_implemented(self) -> None:
         """Refuse a space class that implements neither half of the contract, or only the preparing half."""
         cls = type(self)
         encodes_prepared = cls._encode_prepared is not Space._encode_prepared
-        if self._prepares_apart() and not encodes_prepared:
+        if cls._prepare_batch is not Space._prepare_batch and not encodes_prepared:
             raise SpacegraphTypeError(
                 f"{cls.__name__} implements _prepare_batch but not _encode_prepared, which takes what it makes"
             )

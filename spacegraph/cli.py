@@ -1,26 +1,30 @@
-"""The ``spacegraph`` command: ``demo``, ``bench digits|multihop|modelnet10|hard|quality``, ``extract``, ``list``."""
+"""The ``spacegraph`` command: ``extract``, ``list``, and the subcommands that installed packages add through the
+``spacegraph.commands`` entry-point group (the benchmarks package adds ``demo`` and ``bench``)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
 import sys
 import tempfile
 import time
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
 from ._atomic import write_text_atomic
-from ._errors import SpacegraphError, SpacegraphFileNotFoundError, SpacegraphValueError
+from ._errors import MissingExtraError, SpacegraphError, SpacegraphFileNotFoundError, SpacegraphValueError
 from ._names import check_path_name
 
-DEFAULT_DATA = os.environ.get("SPACEGRAPH_DATA", "../shared/data")
+COMMANDS_GROUP = "spacegraph.commands"
+DEFAULT_DATA = os.environ.get("SPACEGRAPH_DATA", "../shared/data")  # the data folder commands read by default
+
+logger = logging.getLogger(__name__)
 
 
-def _check_writable(path: Path, option: str, *, folder: bool) -> None:
+def check_writable(path: Path, option: str, *, folder: bool) -> None:
     """Refuse, before any work, an output that cannot be written: a file where a folder must be (at the path or
     above it), a folder where a file must be, or a folder where no file can be created."""
     if not folder and path.is_dir():
@@ -36,46 +40,9 @@ def _check_writable(path: Path, option: str, *, folder: bool) -> None:
         raise SpacegraphValueError(f"{option} {path}: cannot write in {existing} ({err.strerror or err})") from err
 
 
-def _demo(args: argparse.Namespace) -> int:
-    _check_writable(Path(args.out), "--out", folder=True)
-    import spacegraph as sg
-
-    from .bench import digits
-
-    data = digits.shipped_data()
-    record = digits.run(data, args.out, ablations=args.ablations, progress=not args.quiet)
-    print(digits.summary(record))
-    bridge = sg.Bridge.load(record["bridge_path"])
-    graph = sg.SpaceGraph([sg.load_space(digits.AUDIO_SPACE), sg.load_space(digits.IMAGE_SPACE)], [bridge])
-    route = graph.connect("audio", "image")
-    scores = route.similarity(data.audio_queries[:3], data.image_gallery)
-    print(f"\n{route}")
-    for path, row in zip(data.audio_queries[:3], scores):
-        top = data.image_gallery_labels[row.topk(5).indices.numpy()].tolist()
-        print(f"  {Path(path).name}: digits of the top-5 images {top}")
-    print(f"\nbridge saved at {record['bridge_path']}")
-    return 0
-
-
-def _bench(args: argparse.Namespace) -> int:
-    out = Path(args.out or f"runs/bench-{args.name}")
-    _check_writable(out, "--out", folder=True)
-    if args.json:
-        _check_writable(Path(args.json), "--json", folder=False)
-    bench = importlib.import_module(f"spacegraph.bench.{args.name}")
-    options: dict[str, Any] = {"progress": not args.quiet}
-    if args.name == "hard":
-        options["seeds"] = tuple(args.seed + offset for offset in range(3))
-    elif args.name != "quality":
-        options["config"] = {"seed": args.seed}
-    if args.name in ("digits", "hard"):
-        options["ablations"] = not args.no_ablations
-    record = bench.bench(args.data, out, **options)
-    print(bench.summary(record))
-    if args.json:
-        write_text_atomic(args.json, json.dumps(record, indent=2))
-        print(f"\nwrote {args.json}")
-    return 0
+def write_json(path: str | Path, record: dict[str, Any]) -> None:
+    """Write a command's record as indented JSON, atomically."""
+    write_text_atomic(path, json.dumps(record, indent=2))
 
 
 def read_inputs(path: Path, modality: str) -> list[str]:
@@ -109,9 +76,9 @@ def read_inputs(path: Path, modality: str) -> list[str]:
 
 def _extract(args: argparse.Namespace) -> int:
     check_path_name(args.dataset, "--dataset")
-    _check_writable(Path(args.store), "--store", folder=True)
+    check_writable(Path(args.store), "--store", folder=True)
     if args.json:
-        _check_writable(Path(args.json), "--json", folder=False)
+        check_writable(Path(args.json), "--json", folder=False)
     inputs = read_inputs(Path(args.inputs), args.modality)
     import spacegraph as sg
 
@@ -160,7 +127,7 @@ def _extract(args: argparse.Namespace) -> int:
             f"({seconds:.1f} s, {record['items_per_second']:.0f} items/s, {world_size} process(es))"
         )
         if args.json:
-            write_text_atomic(args.json, json.dumps(record, indent=2))
+            write_json(args.json, record)
     return 0
 
 
@@ -186,27 +153,35 @@ def _at_least_zero(text: str) -> int:
     return value
 
 
+def _add_unavailable(commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, reason: str) -> None:
+    """A stand-in for a command whose plugin failed: any arguments parse, and running it names the failure."""
+
+    def fail(_: argparse.Namespace) -> int:
+        raise MissingExtraError(f"the command {name!r} is unavailable: its plugin failed to load ({reason})")
+
+    stand_in = commands.add_parser(name, help=f"(unavailable: {reason})", add_help=False, prefix_chars="\0")
+    stand_in.add_argument("arguments", nargs="*")
+    stand_in.set_defaults(run=fail)
+
+
+def _add_plugin_command(commands: argparse._SubParsersAction[argparse.ArgumentParser], entry: EntryPoint) -> None:
+    """Let one entry point of ``spacegraph.commands`` add its subcommand; a broken one is logged and stood in for,
+    so the other commands still work."""
+    if entry.name in commands.choices:
+        logger.warning("command plugin %r (%s) is skipped: a command of that name exists", entry.name, entry.value)
+        return
+    try:
+        entry.load()(commands)
+    except Exception as exc:  # noqa: BLE001 (a broken plugin must not break the other commands)
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.warning("command plugin %r (%s) failed to load and is skipped: %s", entry.name, entry.value, reason)
+        if entry.name not in commands.choices:
+            _add_unavailable(commands, entry.name, reason)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spacegraph", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="connect the shipped audio-text and image-text spaces; runs offline")
-    demo.add_argument("--out", default="runs/demo", help="folder for cached features and the bridge")
-    demo.add_argument("--ablations", action="store_true", help="also train the three ablations")
-    demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    demo.set_defaults(run=_demo)
-
-    bench = sub.add_parser("bench", help="benchmarks on the real data")
-    bench.add_argument("name", choices=["digits", "multihop", "modelnet10", "hard", "quality"])
-    bench.add_argument("--data", default=DEFAULT_DATA, help="folder holding fsdd/, mnist5k/, oewn/")
-    bench.add_argument("--json", help="write the record here")
-    bench.add_argument("--out", help="folder for cached features and bridges (default runs/bench-NAME)")
-    bench.add_argument(
-        "--seed", type=int, default=0, help="seed of every training run (hard: runs seeds N, N+1 and N+2)"
-    )
-    bench.add_argument("--no-ablations", action="store_true", help="digits, hard: skip the ablations")
-    bench.add_argument("--quiet", action="store_true")
-    bench.set_defaults(run=_bench)
 
     extract = sub.add_parser(
         "extract", help="extract a dataset's features into a feature store; runs under torchrun too"
@@ -231,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     extract.set_defaults(run=_extract)
 
     sub.add_parser("list", help="list registered spaces and bridge methods").set_defaults(run=_list)
+    for entry in sorted(entry_points(group=COMMANDS_GROUP), key=lambda entry: entry.name):
+        _add_plugin_command(sub, entry)
     return parser
 
 

@@ -6,31 +6,44 @@ reads media in worker processes). A bridge method is any class matching :class:`
 with a decorator or through the entry-point groups ``spacegraph.spaces`` / ``spacegraph.bridges``; a new modality
 registers with :func:`register_modality` or the ``spacegraph.modalities`` group. The built-in plugins in
 ``spaces/`` and ``bridges/`` use nothing else.
+
+A bridge method that trains heads subclasses :class:`BridgeMethodBase` and writes only its training::
+
+    class MyConfig(BaseModel):
+        steps: int = 100
+
+    @register_bridge_method("my-method")
+    class MyMethod(BridgeMethodBase[MyConfig]):
+        name, config_class = "my-method", MyConfig
+
+        def fit(self, x, y, overlap, features, config, *, show_progress_bar):
+            head_x, head_y = ProjectionHead(HeadSpec(in_dim=x.dim, out_dim=64)), ...
+            for step in progress_range(config.steps, self.name, show_progress_bar=show_progress_bar):
+                ...  # train on features.overlap_x / overlap_y (and the memories)
+            return TrainedHeads(head_x, head_y, held_out=held_out_rows)
+
+``train`` (the :class:`BridgeMethod` protocol) does the rest: it turns None, a dict or a ``MyConfig`` into a
+validated ``MyConfig`` (refusing unknown fields, naming the accepted ones), checks that both spaces embed the
+overlap and that the features match them, measures the heads (:func:`measure_quality`: held-out matching and the
+label-free estimate the planner ranks by) and builds the card (``head_y=None`` makes an extend bridge into ``y``).
+Cards are frozen: change one with ``card.model_copy(update={...})`` (validated) and set ``bridge.card``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+import warnings
+from typing import Any
 
+from . import _errors
 from ._atomic import atomic_dir, atomic_path, recover_interrupted_save, write_text_atomic
-from ._bridge import Bridge, BridgeCard, BridgeFeatures, HeadArch, HeadSpec, ProjectionHead, SpaceRef
+from ._batching import enumerate_batch
+from ._bridge import Bridge, BridgeFeatures, ProjectionHead
+from ._card import BridgeCard, Calibration, HeadArch, HeadSpec, SpaceRef
 from ._checkpoint import load_weights_only
-from ._ddp import GlobalBatchNorm1d, Shard, with_global_batch_norm
-from ._distributed import rank_device
-from ._errors import (
-    FingerprintMismatchError,
-    MissingExtraError,
-    NoRouteError,
-    SaveRefusedError,
-    SpacegraphError,
-    SpacegraphFileNotFoundError,
-    SpacegraphIndexError,
-    SpacegraphTypeError,
-    SpacegraphValueError,
-    UnknownModalityError,
-    UnknownNameError,
-)
-from ._eval import linear_probe_accuracy, pair_recall_at_1, retrieval_metrics, zero_shot_accuracy
+from ._distributed import GlobalBatchNorm1d, RankSlice, rank_device, with_global_batch_norm
+from ._errors import *  # every error class, as listed in _errors.__all__
+from ._eval import chance_metrics, linear_probe_accuracy, pair_recall_at_1, retrieval_metrics, zero_shot_accuracy
+from ._method import BridgeMethod, BridgeMethodBase, TrainedHeads, check_pair, measure_quality, progress_range
 from ._modality import Modality, as_modality, known_modalities, register_modality
 from ._model_space import ModelSpace
 from ._names import check_path_name, path_component
@@ -41,7 +54,6 @@ from ._space import (
     Space,
     SpaceSpec,
     check_embeddings,
-    enumerate_batch,
     fingerprint_state_dict,
     json_digest,
     model_config_identity,
@@ -50,64 +62,31 @@ from ._space import (
 from ._streaming import nearest, project_rows, row_blocks, top_k
 from ._weights import layout_problems, read_shapes, read_tensors, tensor_problem
 
-
-@runtime_checkable
-class BridgeMethod(Protocol):
-    """What :meth:`SpaceGraph.train_bridge` calls: the registered factory is called with no arguments, then
-    ``train(x, y, overlap, features, config, name=..., show_progress_bar=...)`` on the result.
-
-    ``x`` and ``y`` are the specs of the two nodes (spaces or joint spaces), ``overlap`` the modality both read,
-    ``features`` their cached features (checked with ``features.check(x, y)``), ``config`` whatever the user
-    passed (None, a dict or the method's own config object). It returns a :class:`Bridge` whose card names
-    ``x`` and ``y`` (``SpaceRef.of``) and ``overlap``.
-    """
-
-    name: str
-
-    def train(
-        self,
-        x: SpaceSpec,
-        y: SpaceSpec,
-        overlap: str | Modality,
-        features: BridgeFeatures,
-        config: Any = None,
-        *,
-        name: str | None = None,
-        show_progress_bar: bool = True,
-    ) -> Bridge: ...
-
-
 __all__ = [
     "Bridge",
     "BridgeCard",
     "BridgeFeatures",
     "BridgeMethod",
-    "FingerprintMismatchError",
+    "BridgeMethodBase",
+    "Calibration",
     "GlobalBatchNorm1d",
     "HeadArch",
     "HeadSpec",
-    "MissingExtraError",
     "Modality",
     "ModelSpace",
-    "NoRouteError",
     "ProjectionHead",
     "PseudoLabels",
-    "SaveRefusedError",
-    "Shard",
+    "RankSlice",
     "Space",
     "SpaceRef",
     "SpaceSpec",
-    "SpacegraphError",
-    "SpacegraphFileNotFoundError",
-    "SpacegraphIndexError",
-    "SpacegraphTypeError",
-    "SpacegraphValueError",
-    "UnknownModalityError",
-    "UnknownNameError",
+    "TrainedHeads",
     "as_modality",
     "atomic_dir",
     "atomic_path",
+    "chance_metrics",
     "check_embeddings",
+    "check_pair",
     "check_path_name",
     "enumerate_batch",
     "estimate_quality",
@@ -119,10 +98,12 @@ __all__ = [
     "layout_problems",
     "linear_probe_accuracy",
     "load_weights_only",
+    "measure_quality",
     "model_config_identity",
     "nearest",
     "pair_recall_at_1",
     "path_component",
+    "progress_range",
     "project_rows",
     "pseudo_map",
     "rank_device",
@@ -143,3 +124,16 @@ __all__ = [
     "write_text_atomic",
     "zero_shot_accuracy",
 ]
+__all__ += _errors.__all__
+
+
+def __getattr__(name: str) -> Any:
+    """``Shard``, the old name of :class:`RankSlice`, still imports, with a DeprecationWarning."""
+    if name == "Shard":
+        warnings.warn(
+            "spacegraph.plugin.Shard is renamed RankSlice (a shard is a feature cache file); import RankSlice",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return RankSlice
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

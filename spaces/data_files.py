@@ -1,4 +1,4 @@
-"""Readers of the raw data files shared by the data helpers and benchmarks.
+"""Readers of the raw data files shared by the data helpers and benchmarks, and where the shipped assets are.
 
 A damaged file (truncated, not the format its name says, wrong layout) is a ValueError that names it, never a raw
 zip, gzip or JSON error. Nothing pickled is ever loaded.
@@ -10,7 +10,7 @@ import gzip
 import json
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,9 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from spacegraph.plugin import SpacegraphValueError
+from spacegraph.plugin import SpacegraphFileNotFoundError, SpacegraphValueError
+
+ASSETS = Path(__file__).resolve().parent / "assets"  # written by the training scripts in examples/
 
 # What numpy, zipfile, gzip and json raise on a damaged file (a missing one is reported before reading).
 _READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error)
@@ -33,6 +35,23 @@ class Synset(TypedDict):
 
 
 _SYNSETS = TypeAdapter(dict[str, Synset])
+
+
+def require_data(path: Path, holding: str) -> Path:
+    """``path``, raw data under the data folder, which holds the folders ``holding``; else a hint on where it is."""
+    if not path.exists():
+        raise SpacegraphFileNotFoundError(
+            f"expected {path}; point the SPACEGRAPH_DATA env var (or --data) at the folder holding "
+            f"{holding} (the project's ../shared/data)"
+        )
+    return path
+
+
+def require_asset(path: Path, script: str) -> Path:
+    """``path``, a file shipped under spaces/assets that the training script ``script`` writes."""
+    if not path.exists():
+        raise SpacegraphFileNotFoundError(f"missing {path}; run examples/{script} to create it")
+    return path
 
 
 def _damaged(path: Path, what: str, err: Exception) -> ValueError:
@@ -88,3 +107,31 @@ def read_synsets(path: Path, required: Iterable[str] = ()) -> dict[str, Synset]:
     if missing:
         raise SpacegraphValueError(f"{path}: synsets {missing} are missing; is it the OEWN noun file?")
     return synsets
+
+
+def synset_text_rows(
+    classes: Iterable[tuple[Synset, Sequence[str]]], templates: Sequence[str], label_key: str
+) -> list[dict]:
+    """Text rows ``{"text", label_key, "source"}`` of each class (a synset and the member names it goes by, label =
+    its position): the members, definitions, examples and each template filled with each member; white space
+    folded, each text once."""
+    rows, seen = [], set()
+
+    def add(text: str, label: int, source: str) -> None:
+        text = " ".join(text.split())
+        if text and text not in seen:
+            seen.add(text)
+            rows.append({"text": text, label_key: label, "source": source})
+
+    for label, (synset, members) in enumerate(classes):
+        for source, texts in (
+            ("member", members),
+            ("definition", synset["definition"]),
+            ("example", synset["examples"]),
+        ):
+            for text in texts:
+                add(text, label, source)
+        for template in templates:
+            for member in members:
+                add(template.format(m=member), label, "template")
+    return rows

@@ -13,9 +13,8 @@ import numpy as np
 
 from spacegraph.plugin import SpacegraphFileNotFoundError, SpacegraphValueError
 
-from .data_files import read_json, read_npz, read_synsets
+from .data_files import ASSETS, read_json, read_npz, read_synsets, require_asset, require_data, synset_text_rows
 
-ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLES = ASSETS / "samples"
 
 # OEWN noun synsets of the cardinal numbers 0..9 (index = digit).
@@ -39,20 +38,11 @@ _FSDD_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)$")
 
 
 def _require(path: Path) -> Path:
-    """Raw data under the data folder, with a hint on where it comes from."""
-    if not path.exists():
-        raise SpacegraphFileNotFoundError(
-            f"expected {path}; point the SPACEGRAPH_DATA env var (or --data) at the folder holding "
-            "fsdd/, mnist5k/ and oewn/ (the project's ../shared/data)"
-        )
-    return path
+    return require_data(path, "fsdd/, mnist5k/ and oewn/")
 
 
 def _require_asset(path: Path) -> Path:
-    """A file shipped under spaces/assets, written by the training script."""
-    if not path.exists():
-        raise SpacegraphFileNotFoundError(f"missing {path}; run examples/train_digit_spaces.py to create it")
-    return path
+    return require_asset(path, "train_digit_spaces.py")
 
 
 def _fsdd_key(path: Path) -> tuple[int, str, int]:
@@ -110,26 +100,8 @@ def oewn_synsets(data_dir: str | Path) -> dict[str, dict]:
 def digit_texts_from_oewn(data_dir: str | Path) -> list[dict]:
     """Every member, definition, example and templated member phrase of the ten digit synsets."""
     synsets = oewn_synsets(data_dir)
-    rows, seen = [], set()
-
-    def add(text: str, digit: int, source: str) -> None:
-        text = " ".join(text.split())
-        if text and text not in seen:
-            seen.add(text)
-            rows.append({"text": text, "digit": digit, "source": source})
-
-    for digit, sid in enumerate(DIGIT_SYNSETS):
-        synset = synsets[sid]
-        for member in synset["members"]:
-            add(member, digit, "member")
-        for definition in synset["definition"]:
-            add(definition, digit, "definition")
-        for example in synset["examples"]:
-            add(example, digit, "example")
-        for template in TEMPLATES:
-            for member in synset["members"]:
-                add(template.format(m=member), digit, "template")
-    return rows
+    classes = [(synsets[sid], synsets[sid]["members"]) for sid in DIGIT_SYNSETS]
+    return synset_text_rows(classes, TEMPLATES, "digit")
 
 
 def load_digit_texts() -> list[dict]:

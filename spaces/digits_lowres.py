@@ -23,8 +23,8 @@ from torch import nn
 from spacegraph import Modality
 from spacegraph.plugin import MissingExtraError, SpacegraphTypeError, SpacegraphValueError, enumerate_batch
 
-from .digits import ImageTower, SmallSpace
 from .media import load_image
+from .small import ImageTower, SmallSpace
 
 LOWRES_SIDE = 8
 LOWRES_MAX = 16

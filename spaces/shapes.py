@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,12 +19,10 @@ from torch import nn
 from spacegraph import Modality
 from spacegraph.plugin import enumerate_batch
 
-from .digits import ImageTower, SmallSpace, TextTower, tokenize_batch
 from .media import load_images
 from .pointcloud_io import load_xyz
 from .shapes_data import normalize_cloud
-
-ASSETS = Path(__file__).resolve().parent / "assets"
+from .small import ImageTower, SmallSpace, TextTower, tokenize_batch
 
 
 def resample_cloud(points: np.ndarray, n_points: int) -> np.ndarray:

@@ -10,11 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spacegraph.plugin import SpacegraphFileNotFoundError
-
-from .data_files import read_json, read_npz, read_synsets
-
-ASSETS = Path(__file__).resolve().parent / "assets"
+from .data_files import ASSETS, read_json, read_npz, read_synsets, require_asset, require_data, synset_text_rows
 
 CLASSES = ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet")
 # OEWN noun synsets of the ModelNet10 classes (index = label).
@@ -37,13 +33,7 @@ NEAREST_MIN = 0.2  # brightness of the farthest possible point; the background i
 
 
 def _require(path: Path) -> Path:
-    """Raw data under the data folder, with a hint on where it comes from."""
-    if not path.exists():
-        raise SpacegraphFileNotFoundError(
-            f"expected {path}; point the SPACEGRAPH_DATA env var (or --data) at the folder holding "
-            "modelnet10/ and oewn/ (the project's ../shared/data)"
-        )
-    return path
+    return require_data(path, "modelnet10/ and oewn/")
 
 
 def modelnet10_split(data_dir: str | Path) -> dict:
@@ -117,35 +107,15 @@ def train_halves(labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndar
 def shape_texts_from_oewn(data_dir: str | Path) -> list[dict]:
     """Members (plus the class name), definitions, examples and templated member phrases of the 10 class synsets."""
     synsets = read_synsets(_require(Path(data_dir) / "oewn" / "oewn_nouns.json.gz"), SHAPE_SYNSETS)
-    rows, seen = [], set()
-
-    def add(text: str, label: int, source: str) -> None:
-        text = " ".join(text.split())
-        if text and text not in seen:
-            seen.add(text)
-            rows.append({"text": text, "label": label, "source": source})
-
-    for label, (name, sid) in enumerate(zip(CLASSES, SHAPE_SYNSETS)):
-        synset = synsets[sid]
-        members = [name.replace("_", " "), *synset["members"]]
-        for member in members:
-            add(member, label, "member")
-        for definition in synset["definition"]:
-            add(definition, label, "definition")
-        for example in synset["examples"]:
-            add(example, label, "example")
-        for template in TEMPLATES:
-            for member in members:
-                add(template.format(m=member), label, "template")
-    return rows
+    classes = [
+        (synsets[sid], [name.replace("_", " "), *synsets[sid]["members"]]) for name, sid in zip(CLASSES, SHAPE_SYNSETS)
+    ]
+    return synset_text_rows(classes, TEMPLATES, "label")
 
 
 def load_shape_texts() -> list[dict]:
     """The shipped OEWN shape text rows (``spaces/assets/shape_texts.json``)."""
-    path = ASSETS / "shape_texts.json"
-    if not path.exists():
-        raise SpacegraphFileNotFoundError(f"missing {path}; run examples/train_shape_spaces.py to create it")
-    return read_json(path)
+    return read_json(require_asset(ASSETS / "shape_texts.json", "train_shape_spaces.py"))
 
 
 def class_prompts() -> list[str]:

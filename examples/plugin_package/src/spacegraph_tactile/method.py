@@ -1,31 +1,17 @@
 """The ``overlap-infonce`` bridge method: two projection heads trained with plain symmetric InfoNCE on the overlap
 pairs only. Unlike C-MCR it builds no pseudo pairs from the memories; they only score the result (the label-free
-estimate the planner ranks routes by)."""
+estimate the planner ranks routes by).
+
+It is written on :class:`spacegraph.plugin.BridgeMethodBase`: the method implements ``fit`` (its training) and the
+base does the rest (config, checks, quality, card)."""
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-import spacegraph
+import spacegraph as sg
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
-from spacegraph.plugin import (
-    Bridge,
-    BridgeCard,
-    BridgeFeatures,
-    HeadArch,
-    HeadSpec,
-    Modality,
-    ProjectionHead,
-    SpacegraphValueError,
-    SpaceRef,
-    SpaceSpec,
-    as_modality,
-    heads_quality,
-)
-from tqdm.auto import trange
+from spacegraph.plugin import BridgeMethodBase, HeadArch, ProjectionHead, TrainedHeads, progress_range
 
 
 class OverlapInfoNCEConfig(BaseModel):
@@ -36,9 +22,9 @@ class OverlapInfoNCEConfig(BaseModel):
     head_arch: HeadArch = "mlp2"
     hidden_dim: int = Field(256, gt=0)
     out_dim: int = Field(64, gt=0)
-    temperature: float = Field(0.05, gt=0)
-    steps: int = Field(300, gt=0)
-    batch_size: int = Field(128, ge=2)
+    temperature: float = Field(0.05, gt=0, description="tau of the InfoNCE loss.")
+    steps: int = Field(300, gt=0, description="Optimiser steps.")
+    batch_size: int = Field(128, ge=2, description="Overlap pairs per step.")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     val_fraction: float = Field(0.1, ge=0, lt=1, description="Overlap pairs held out to measure held_out_R@1.")
@@ -51,80 +37,39 @@ def info_nce(zx: torch.Tensor, zy: torch.Tensor, temperature: float) -> torch.Te
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-def fit(
-    features: BridgeFeatures, config: OverlapInfoNCEConfig, show_progress_bar: bool
-) -> tuple[ProjectionHead, ProjectionHead, dict[str, float]]:
-    """Train both heads on the training overlap pairs; measure them on the held-out ones (and the memories)."""
-    generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
-    order = torch.randperm(len(features.overlap_x), generator=generator)
-    n_val = int(len(order) * config.val_fraction)
-    if len(order) - n_val < 2:  # BatchNorm trains on at least 2 rows; then nothing is held out
-        n_val = 0
-    val, train = order[:n_val], order[n_val:]
-    heads = [
-        ProjectionHead(
-            HeadSpec(arch=config.head_arch, in_dim=f.shape[1], hidden_dim=config.hidden_dim, out_dim=config.out_dim)
-        )
-        for f in (features.overlap_x, features.overlap_y)
-    ]
-    optimizer = torch.optim.AdamW(
-        [p for h in heads for p in h.parameters()], lr=config.lr, weight_decay=config.weight_decay
-    )
-    for step in trange(config.steps, desc="overlap-infonce", disable=not show_progress_bar):
-        batch = train[torch.randperm(len(train), generator=generator)[: config.batch_size]]
-        loss = info_nce(heads[0](features.overlap_x[batch]), heads[1](features.overlap_y[batch]), config.temperature)
-        if not torch.isfinite(loss):
-            raise SpacegraphValueError(f"overlap-infonce diverged at step {step}: loss {loss.item()}; lower lr")
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    head_x, head_y = (h.eval() for h in heads)
-    return head_x, head_y, heads_quality(head_x, head_y, features, val)
-
-
-class OverlapInfoNCE:
-    """A connect bridge from overlap pairs alone; matches :class:`spacegraph.plugin.BridgeMethod`."""
+class OverlapInfoNCE(BridgeMethodBase[OverlapInfoNCEConfig]):
+    """A connect bridge from overlap pairs alone."""
 
     name = "overlap-infonce"
     config_class = OverlapInfoNCEConfig
 
-    def train(
-        self,
-        x: SpaceSpec,
-        y: SpaceSpec,
-        overlap: str | Modality,
-        features: BridgeFeatures,
-        config: OverlapInfoNCEConfig | dict[str, Any] | None = None,
-        *,
-        name: str | None = None,
-        show_progress_bar: bool = True,
-    ) -> Bridge:
-        config = (
-            config if isinstance(config, OverlapInfoNCEConfig) else OverlapInfoNCEConfig.model_validate(config or {})
+    def fit(
+        self, x: sg.SpaceSpec, y: sg.SpaceSpec, overlap: sg.Modality, features: sg.BridgeFeatures,
+        config: OverlapInfoNCEConfig, *, show_progress_bar: bool,
+    ) -> TrainedHeads:  # fmt: skip
+        """Train both heads on the training overlap pairs; the held-out ones are left for measuring."""
+        generator = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(config.seed)
+        order = torch.randperm(len(features.overlap_x), generator=generator)
+        n_val = int(len(order) * config.val_fraction)
+        if len(order) - n_val < 2:  # BatchNorm trains on at least 2 rows; then nothing is held out
+            n_val = 0
+        val, train = order[:n_val], order[n_val:]
+        head_x, head_y = (
+            ProjectionHead(
+                sg.HeadSpec(arch=config.head_arch, in_dim=dim, hidden_dim=config.hidden_dim, out_dim=config.out_dim)
+            )
+            for dim in (x.dim, y.dim)
         )
-        overlap = as_modality(overlap)
-        for spec in (x, y):
-            if overlap not in spec.modalities:
-                have = ", ".join(m.value for m in spec.modalities)
-                raise SpacegraphValueError(
-                    f"space {spec.name!r} has no {overlap.value!r} to bridge through; it has: {have}"
-                )
-        features.check(x, y)
-        start = time.perf_counter()
-        head_x, head_y, quality = fit(features, config, show_progress_bar)
-        card = BridgeCard(
-            library_version=spacegraph.__version__,
-            name=name or f"{x.name}+{y.name}",
-            method=self.name,
-            spaces=(SpaceRef.of(x), SpaceRef.of(y)),
-            overlap=overlap,
-            heads={x.name: head_x.spec, y.name: head_y.spec},
-            training=config.model_dump(),
-            data=features.counts(),
-            quality={**quality, "train_seconds": round(time.perf_counter() - start, 3)},
+        optimizer = torch.optim.AdamW(
+            [*head_x.parameters(), *head_y.parameters()], lr=config.lr, weight_decay=config.weight_decay
         )
-        bridge = Bridge(card)
-        bridge.head(x.name).load_state_dict(head_x.state_dict())
-        bridge.head(y.name).load_state_dict(head_y.state_dict())
-        return bridge.eval()
+        for step in progress_range(config.steps, self.name, show_progress_bar=show_progress_bar):
+            batch = train[torch.randperm(len(train), generator=generator)[: config.batch_size]]
+            loss = info_nce(head_x(features.overlap_x[batch]), head_y(features.overlap_y[batch]), config.temperature)
+            if not torch.isfinite(loss):
+                raise sg.SpacegraphValueError(f"overlap-infonce diverged at step {step}: loss {loss.item()}; lower lr")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return TrainedHeads(head_x, head_y, held_out=val)

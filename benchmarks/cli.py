@@ -1,0 +1,77 @@
+"""``spacegraph demo`` and ``spacegraph bench NAME``, added to the ``spacegraph`` command through the
+``spacegraph.commands`` entry-point group: each entry point adds its subcommand to the command's subparsers."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+from typing import Any
+
+from spacegraph.cli import DEFAULT_DATA, check_writable, write_json
+
+BENCHMARKS = ["digits", "multihop", "modelnet10", "hard", "quality"]
+
+
+def add_demo(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser("demo", help="connect the shipped audio-text and image-text spaces; runs offline")
+    demo.add_argument("--out", default="runs/demo", help="folder for cached features and the bridge")
+    demo.add_argument("--ablations", action="store_true", help="also train the three ablations")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(run=run_demo)
+
+
+def add_bench(commands: argparse._SubParsersAction) -> None:
+    bench = commands.add_parser("bench", help="benchmarks on the real data")
+    bench.add_argument("name", choices=BENCHMARKS)
+    bench.add_argument("--data", default=DEFAULT_DATA, help="folder holding fsdd/, mnist5k/, oewn/")
+    bench.add_argument("--json", help="write the record here")
+    bench.add_argument("--out", help="folder for cached features and bridges (default runs/bench-NAME)")
+    bench.add_argument(
+        "--seed", type=int, default=0, help="seed of every training run (hard: runs seeds N, N+1 and N+2)"
+    )
+    bench.add_argument("--no-ablations", action="store_true", help="digits, hard: skip the ablations")
+    bench.add_argument("--quiet", action="store_true")
+    bench.set_defaults(run=run_bench)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    check_writable(Path(args.out), "--out", folder=True)
+    import spacegraph as sg
+
+    from . import digits
+
+    data = digits.shipped_data()
+    record = digits.run(data, args.out, ablations=args.ablations, progress=not args.quiet)
+    print(digits.summary(record))
+    bridge = sg.Bridge.load(record["bridge_path"])
+    graph = sg.SpaceGraph([sg.load_space(digits.AUDIO_SPACE), sg.load_space(digits.IMAGE_SPACE)], [bridge])
+    route = graph.connect("audio", "image")
+    scores = route.similarity(data.audio_queries[:3], data.image_gallery)
+    print(f"\n{route}")
+    for path, row in zip(data.audio_queries[:3], scores):
+        top = data.image_gallery_labels[row.topk(5).indices.numpy()].tolist()
+        print(f"  {Path(path).name}: digits of the top-5 images {top}")
+    print(f"\nbridge saved at {record['bridge_path']}")
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    out = Path(args.out or f"runs/bench-{args.name}")
+    check_writable(out, "--out", folder=True)
+    if args.json:
+        check_writable(Path(args.json), "--json", folder=False)
+    bench = importlib.import_module(f"{__package__}.{args.name}")
+    options: dict[str, Any] = {"progress": not args.quiet}
+    if args.name == "hard":
+        options["seeds"] = tuple(args.seed + offset for offset in range(3))
+    elif args.name != "quality":
+        options["config"] = {"seed": args.seed}
+    if args.name in ("digits", "hard"):
+        options["ablations"] = not args.no_ablations
+    record = bench.bench(args.data, out, **options)
+    print(bench.summary(record))
+    if args.json:
+        write_json(args.json, record)
+        print(f"\nwrote {args.json}")
+    return 0

@@ -1,0 +1,214 @@
+"""Does the label-free quality estimate track what users get? ``spacegraph bench quality``.
+
+On each benchmark's data, bridges of deliberately varied quality are trained (ablations, under-training, bad
+temperatures, too much noise, extend against connect, starved memories). Each gets the label-free estimate its
+training wrote on its card, and its true cross-modal mAP (class labels, both directions, mean). Reported: the
+Spearman rank correlation between the two per dataset, and, on the multi-hop data, whether the planner of a
+graph holding the connect and the extend routes picks the route with the higher true mAP.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from scipy.stats import spearmanr
+from spacegraph_bridges.cmcr import CMCRConfig, fit_heads
+
+from spacegraph import Bridge, BridgeFeatures, FeatureStore, Route, SpaceGraph, load_space, retrieval_metrics
+
+from . import digits, hard, modelnet10, multihop
+
+# Changes from each dataset's own config; each should move quality one way or the other.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "no_memory": {"use_memory": False},
+    "no_noise": {"noise_std": 0.0},
+    "noise_1.0": {"noise_std": 1.0},
+    "steps_5": {"steps": 5},
+    "steps_20": {"steps": 20},
+    "memory_temperature_1": {"memory_temperature": 1.0},
+    "temperature_2": {"temperature": 2.0},
+    "extend": {"kind": "extend"},
+    "memory_50_rows": {},  # degraded memories: 50 random rows of each
+}
+# Multi-hop: each config trains both hops of a connect route and of an extend route.
+ROUTE_VARIANTS = ("default", "no_noise", "noise_1.0", "steps_5")
+
+
+def _starve(features: BridgeFeatures, rows: int = 50) -> BridgeFeatures:
+    generator = torch.Generator().manual_seed(0)
+    keep_x = torch.randperm(len(features.memory_x), generator=generator)[:rows]
+    keep_y = torch.randperm(len(features.memory_y), generator=generator)[:rows]
+    return BridgeFeatures(features.overlap_x, features.overlap_y, features.memory_x[keep_x], features.memory_y[keep_y])
+
+
+def _mean_map(metrics: dict[str, dict[str, float]]) -> float:
+    return sum(direction["mAP"] for direction in metrics.values()) / len(metrics)
+
+
+@dataclass
+class BridgeCase:
+    """One dataset: the features a bridge trains on, its base config, and the true quality of a pair of heads."""
+
+    name: str
+    features: BridgeFeatures
+    config: dict[str, Any]
+    true_quality: Callable[[torch.nn.Module, torch.nn.Module], float]
+
+
+def _digits_case(data_dir: Path, out: Path, progress: bool) -> BridgeCase:
+    data = digits.full_data(data_dir)
+    spaces = load_space(digits.AUDIO_SPACE), load_space(digits.IMAGE_SPACE)
+    f = digits.extract(data, *spaces, FeatureStore(out / "digits-features"), progress)
+
+    def truth(head_x: torch.nn.Module, head_y: torch.nn.Module) -> float:
+        return _mean_map(digits.score_heads(_Heads(head_x, head_y), f, data))
+
+    return BridgeCase("digits", f.bridge_features(), digits.DEFAULT_CONFIG, truth)
+
+
+def _hard_case(data_dir: Path, out: Path, progress: bool) -> BridgeCase:
+    f = hard.load(data_dir, out / "hard", progress)
+    return BridgeCase("hard", f.bridge_features, hard.DEFAULT_CONFIG, lambda x, y: _mean_map(hard.evaluate(x, y, f)))
+
+
+def _modelnet10_case(data_dir: Path, out: Path, progress: bool) -> BridgeCase:
+    spaces = {name: load_space(name) for name in (modelnet10.POINT_SPACE, modelnet10.TEXT_SPACE)}
+    f = modelnet10._extract(spaces, data_dir, FeatureStore(out / "modelnet10-features"), progress)
+    class_ids = torch.arange(f["prompts"].shape[0])
+
+    def truth(head_x: torch.nn.Module, head_y: torch.nn.Module) -> float:
+        """3D <-> text: test clouds retrieve their class prompt, and each prompt its class's clouds."""
+        with torch.inference_mode():
+            scores = head_x.eval()(f["test_clouds"]) @ head_y.eval()(f["prompts"]).T
+        forward = retrieval_metrics(scores, f["test_labels"], class_ids)["mAP"]
+        backward = retrieval_metrics(scores.T, class_ids, f["test_labels"])["mAP"]
+        return (forward + backward) / 2
+
+    features = BridgeFeatures(f["renders_p"], f["renders_t"], f["clouds"], f["texts"])
+    return BridgeCase("modelnet10", features, modelnet10.DEFAULT_CONFIG, truth)
+
+
+@dataclass
+class _Heads:
+    """The ``head_x`` / ``head_y`` pair that ``digits.score_heads`` reads from a fit."""
+
+    head_x: torch.nn.Module
+    head_y: torch.nn.Module
+
+
+def bridge_rows(case: BridgeCase, progress: bool) -> list[dict[str, Any]]:
+    """Train every variant on the case's data; its estimate and its true mAP."""
+    rows = []
+    for name, change in VARIANTS.items():
+        features = _starve(case.features) if name == "memory_50_rows" else case.features
+        start = time.perf_counter()
+        fit = fit_heads(features, CMCRConfig(**{**case.config, **change}), show_progress_bar=progress)
+        rows.append(
+            {
+                "variant": name,
+                "estimate": fit.quality["estimate"],
+                "true_mAP": case.true_quality(fit.head_x, fit.head_y),
+                "held_out_R@1": fit.quality.get("held_out_R@1"),
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+        )
+    return rows
+
+
+def rank_correlation(rows: list[dict[str, Any]], key: str = "estimate") -> float:
+    return float(spearmanr([row[key] for row in rows], [row["true_mAP"] for row in rows]).statistic)
+
+
+def _route_truth(route: Route, f: dict[str, torch.Tensor], data: digits.DigitsData, sklearn_labels) -> float:
+    audio, lowres = route.project("audio", f["audio_queries"]), route.project("lowres_image", f["sklearn"])
+    scores = audio @ lowres.T
+    forward = retrieval_metrics(scores, data.audio_query_labels, sklearn_labels)["mAP"]
+    backward = retrieval_metrics(scores.T, sklearn_labels, data.audio_query_labels)["mAP"]
+    return (forward + backward) / 2
+
+
+def multihop_rows(data_dir: Path, out: Path, progress: bool) -> dict[str, Any]:
+    """Routes of two hops (connect and extend, several configs): route estimate (the product of its bridges'
+    estimates) against the route's true audio <-> 8x8-digit mAP; and the planner's pick in a graph holding the
+    default connect and extend routes together."""
+    from spacegraph_spaces.digits_lowres import load_sklearn_digits
+
+    data = digits.full_data(data_dir)
+    names = (digits.AUDIO_SPACE, digits.IMAGE_SPACE, multihop.LOWRES_SPACE)
+    spaces = {name: load_space(name) for name in names}
+    f = multihop._extract(data, spaces, FeatureStore(out / "digits-features"), progress)
+    _, sklearn_labels = load_sklearn_digits()
+    rows, default_bridges = [], []
+    for variant in ROUTE_VARIANTS:
+        config = {**multihop.digits.DEFAULT_CONFIG, **VARIANTS[variant]}
+        for kind in ("connect", "extend"):
+            graph, bridges, _ = multihop._build(kind, spaces, f, config)
+            route = graph.connect("audio", "lowres_image")
+            rows.append(
+                {
+                    "variant": f"{kind}/{variant}",
+                    "estimate": route.expected_quality,
+                    "hop_estimates": [bridge.card.score for bridge in bridges],
+                    "true_mAP": _route_truth(route, f, data, sklearn_labels),
+                }
+            )
+            if variant == "default":
+                default_bridges += bridges
+    return {"rows": rows, "pick": _planner_pick(spaces, default_bridges, f, data, sklearn_labels)}
+
+
+def _planner_pick(spaces: dict, bridges: list[Bridge], f: dict, data, sklearn_labels) -> dict[str, Any]:
+    graph = SpaceGraph(spaces.values(), bridges)
+    plan = graph.plan("audio", "lowres_image")
+    candidates = [
+        {
+            "route": repr(route),
+            "expected": route.expected_quality,
+            "true_mAP": _route_truth(route, f, data, sklearn_labels),
+        }
+        for route in plan.routes
+    ]
+    best = max(candidates, key=lambda c: c["true_mAP"])
+    return {
+        "candidates": candidates,
+        "chosen": candidates[0]["route"],
+        "truly_best": best["route"],
+        "picked_best": candidates[0]["route"] == best["route"],
+        "explain": plan.explain(),
+    }
+
+
+def bench(data_dir: str | Path, out_dir: str | Path, *, config: dict | None = None, progress: bool = True) -> dict:
+    data_dir, out = Path(data_dir), Path(out_dir)
+    torch.set_num_threads(1)  # small heads: one thread is fastest, and steady on a shared machine
+    record: dict[str, Any] = {"benchmark": "quality", "variants": VARIANTS, "datasets": {}}
+    for make_case in (_digits_case, _hard_case, _modelnet10_case):
+        case = make_case(data_dir, out, progress)
+        rows = bridge_rows(case, progress)
+        record["datasets"][case.name] = {
+            "rows": rows,
+            "spearman": rank_correlation(rows),
+            "spearman_held_out_R@1": rank_correlation(rows, "held_out_R@1"),
+        }
+    routes = multihop_rows(data_dir, out, progress)
+    record["datasets"]["multihop"] = {"rows": routes["rows"], "spearman": rank_correlation(routes["rows"])}
+    record["multihop_pick"] = routes["pick"]
+    return record
+
+
+def summary(record: dict[str, Any]) -> str:
+    lines = ["\nlabel-free estimate against true cross-modal mAP\n"]
+    for name, result in record["datasets"].items():
+        lines.append(f"{name}: Spearman {result['spearman']:.3f}")
+        for row in result["rows"]:
+            lines.append(f"  {row['variant']:28} estimate {row['estimate']:.3f}   true mAP {row['true_mAP']:.3f}")
+    pick = record["multihop_pick"]
+    verdict = "the truly best" if pick["picked_best"] else f"not the truly best ({pick['truly_best']})"
+    lines.append(f"\nmultihop planner picks {pick['chosen']}: {verdict}\n{pick['explain']}")
+    return "\n".join(lines)

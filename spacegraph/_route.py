@@ -1,0 +1,220 @@
+"""A route: two legs that embed two modalities into one common space, and search over one side of it.
+
+A :class:`Leg` encodes one modality in an entry space and applies the bridge heads along its path; a
+:class:`Route` pairs two legs that end in the same node. ``route.index`` / ``route.search`` /
+``route.load_index`` wrap a :class:`~spacegraph._index.SearchIndex` (which knows only vectors and ids): the route
+embeds the items, and gives the index an identity (the common space, and the entry space and bridge weights of
+each leg) by which a saved index is refused when loaded for a route that embeds its side differently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ._bridge import Bridge
+from ._errors import SpacegraphValueError
+from ._index import SearchIndex, SearchResult, check_rows
+from ._index_backends import Backend, check_count
+from ._modality import Modality, as_modality
+from ._space import Space
+
+PROJECT_CHUNK = 65_536  # rows projected through a route's heads at once
+
+
+@dataclass(frozen=True)
+class Leg:
+    """How one modality reaches the route's common space: encode in ``space``, then apply each head in turn."""
+
+    modality: Modality
+    space: Space
+    steps: tuple[tuple[Bridge, str], ...]  # (bridge, name of the space its head reads from)
+
+    @property
+    def path(self) -> list[str]:
+        return [self.space.name, *(bridge.card.target for bridge, _ in self.steps)]
+
+    def project(self, embeddings: torch.Tensor) -> torch.Tensor:
+        for bridge, reads in self.steps:
+            embeddings = bridge.project(reads, embeddings)
+        return embeddings
+
+
+class Route:
+    """Embeds two modalities into one common space; ``encode`` and ``similarity`` work on raw inputs."""
+
+    def __init__(self, source: Leg, target: Leg) -> None:
+        self.legs = {source.modality: source, target.modality: target}
+        self.source, self.target = source, target
+        self.search_index: SearchIndex | None = None  # set by index / load_index, read by search
+
+    @property
+    def common_space(self) -> str:
+        return self.source.path[-1]
+
+    @property
+    def bridges(self) -> list[Bridge]:
+        seen = {bridge.name: bridge for leg in (self.source, self.target) for bridge, _ in leg.steps}
+        return list(seen.values())
+
+    @property
+    def hops(self) -> int:
+        return len(self.source.steps) + len(self.target.steps)
+
+    @property
+    def cost(self) -> float:
+        """Sum of ``-log(quality)`` over the distinct bridges used (their cards are checked when built)."""
+        return sum(bridge.card.cost for bridge in self.bridges)
+
+    @property
+    def expected_quality(self) -> float:
+        """Product of the qualities of the bridges used (1.0 for a route inside one space)."""
+        return math.exp(-self.cost)
+
+    def describe(self) -> str:
+        bridges = ", ".join(
+            f"{b.name!r} ({b.card.kind}, quality {b.card.score:.3f}, {b.card.score_source})" for b in self.bridges
+        )
+        a, b = (f"{leg.modality.value} (encoded by {leg.space.name!r})" for leg in (self.source, self.target))
+        return (
+            f"{a} and {b} meet in {self.common_space!r} after {self.hops} head(s); "
+            f"bridges: {bridges or 'none'}; expected quality {self.expected_quality:.3f}"
+        )
+
+    def leg(self, modality: str | Modality) -> Leg:
+        modality = as_modality(modality)
+        if modality not in self.legs:
+            have = ", ".join(m.value for m in self.legs)
+            raise SpacegraphValueError(f"this route embeds {have}, not {modality.value!r}")
+        return self.legs[modality]
+
+    def encode(self, modality: str | Modality, inputs: Any, **encode_kwargs: Any) -> torch.Tensor:
+        """Embed raw ``inputs`` of ``modality`` into the common space (unit-norm rows)."""
+        leg = self.leg(modality)
+        return leg.project(leg.space.encode(modality, inputs, **encode_kwargs))
+
+    def project(self, modality: str | Modality, embeddings: torch.Tensor) -> torch.Tensor:
+        """Map embeddings already made by the leg's own space (e.g. cached features) into the common space."""
+        return self.leg(modality).project(embeddings)
+
+    def similarity(self, source_inputs: Any, target_inputs: Any, **encode_kwargs: Any) -> torch.Tensor:
+        """Cosine similarities ``[n_source, n_target]`` between raw inputs of the two modalities."""
+        a = self.encode(self.source.modality, source_inputs, **encode_kwargs)
+        b = self.encode(self.target.modality, target_inputs, **encode_kwargs)
+        return a @ b.T
+
+    def index(
+        self,
+        items: Any,
+        *,
+        modality: str | Modality | None = None,
+        ids: Any = None,
+        backend: Backend = "auto",
+        **options: int,
+    ) -> SearchIndex:
+        """Index ``items`` of ``modality`` (default: the target side) in the common space, and keep the index for
+        :meth:`search`. ``items``: raw inputs, or a float tensor of the leg's own space embeddings (e.g. from
+        ``FeatureStore.load``). ``ids``: one int or string per item (default 0..n-1). ``backend``: ``"auto"``
+        (exact up to 100k rows, else faiss/usearch if the ``search`` extra is installed), ``"exact"``,
+        ``"faiss-hnsw"``, ``"faiss-ivf"`` or ``"usearch"``; ``options``: that backend's (see
+        ``spacegraph._index_backends``)."""
+        modality = self.target.modality if modality is None else as_modality(modality)
+        self.leg(modality)  # an unknown modality fails before any encoding
+        vectors = self._embed(modality, items)
+        identity = route_identity(self, modality)
+        self.search_index = SearchIndex.build(vectors, ids=ids, backend=backend, identity=identity, **options)
+        return self.search_index
+
+    def search(
+        self, queries: Any, k: int = 10, *, modality: str | Modality | None = None, effort: int | None = None
+    ) -> SearchResult:
+        """The ``k`` best indexed items (``k`` capped at the index size) for each of ``queries`` of ``modality``
+        (default: the side not indexed), raw or as the leg's space embeddings. Unpacks as ``scores, ids``."""
+        check_count("k", k)  # before any encoding
+        index = self.search_index
+        if index is None:
+            raise SpacegraphValueError("this route has no search index yet: build one with route.index(items)")
+        indexed = _indexed_modality(index)
+        if modality is None:
+            modality = next((m for m in self.legs if m != indexed), indexed)
+        return index.search(self._embed(as_modality(modality), queries), k, effort=effort)
+
+    def load_index(self, folder: str | os.PathLike) -> SearchIndex:
+        """Load an index saved with ``SearchIndex.save`` for :meth:`search`, refusing one built for another route:
+        it must embed the indexed side exactly as when the index was built (the same common space, entry space
+        and bridges, by name and weight fingerprints, along that leg)."""
+        index = SearchIndex.load(folder)
+        self._check_index(index)
+        self.search_index = index
+        return index
+
+    def _check_index(self, index: SearchIndex) -> None:
+        modality = _indexed_modality(index)
+        if modality not in self.legs:
+            have = ", ".join(m.value for m in self.legs)
+            raise SpacegraphValueError(f"this index holds {modality.value!r} rows; the route embeds {have}")
+        built, now = index.identity or {}, route_identity(self, modality)
+        for key in ("common_space", "indexed"):
+            if now[key] != built[key]:
+                raise SpacegraphValueError(
+                    f"this index was built for another route: its {key.replace('_', ' ')} is "
+                    f"{json.dumps(built[key])}, this route's is {json.dumps(now[key])}; rebuild it with route.index"
+                )
+
+    def _embed(self, modality: Modality, items: Any) -> torch.Tensor:
+        """``items`` of ``modality`` in the common space. A float ``torch.Tensor`` is read as embeddings made by the
+        leg's own space (e.g. ``FeatureStore.load``) and only projected; anything else is encoded first."""
+        leg = self.leg(modality)
+        if isinstance(items, torch.Tensor) and items.is_floating_point():
+            what = (
+                f"{modality.value} embeddings of space {leg.space.name!r} (a float tensor is read as that space's "
+                "embeddings; pass raw inputs as a list or array)"
+            )
+            features = check_rows(items, leg.space.spec.dim, what)
+        else:
+            features = leg.space.encode(modality, items)
+        return torch.cat([leg.project(chunk) for chunk in features.split(PROJECT_CHUNK)])
+
+    def __repr__(self) -> str:
+        def show(leg: Leg) -> str:  # the entry as "space:modality", the form connect() takes to pin it
+            return " -> ".join([f"{leg.space.name}:{leg.modality.value}", *leg.path[1:]])
+
+        return f"Route({show(self.source)} | {show(self.target)}; cost={self.cost:.3f})"
+
+    def _repr_html_(self) -> str:
+        from . import _display
+
+        return _display.route_html(self)
+
+
+def _indexed_modality(index: SearchIndex) -> Modality:
+    """The modality of the route side ``index`` holds, as :meth:`Route.index` recorded it."""
+    if index.identity is None or "indexed" not in index.identity:
+        raise SpacegraphValueError("this index was built without a route (SearchIndex.build); search it directly")
+    return as_modality(index.identity["indexed"]["modality"])
+
+
+def leg_identity(leg: Leg) -> dict[str, Any]:
+    """What fixes a leg's embeddings: its modality, entry space and each bridge head along it."""
+    return {
+        "modality": leg.modality.value,
+        "space": leg.space.name,
+        "space_fingerprint": leg.space.spec.fingerprint,
+        "bridges": [
+            {"name": bridge.name, "reads": reads, "fingerprint": bridge.fingerprint} for bridge, reads in leg.steps
+        ],
+    }
+
+
+def route_identity(route: Route, modality: Modality) -> dict[str, Any]:
+    """The identity kept with an index of ``modality``'s side of ``route``: the common space, that leg, the others."""
+    return {
+        "common_space": route.common_space,
+        "indexed": leg_identity(route.legs[modality]),
+        "others": [leg_identity(leg) for m, leg in route.legs.items() if m != modality],
+    }

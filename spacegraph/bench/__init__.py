@@ -1,1 +1,0 @@
-"""Benchmarks behind ``spacegraph bench``; each returns a JSON-ready record."""

@@ -1,0 +1,150 @@
+"""Rich display: the HTML tables of graphs, spaces, bridges, routes and plans, and the drawing of a graph."""
+
+import io
+import subprocess
+import sys
+
+import pytest
+from spacegraph_bridges.cmcr import CMCRMethod
+
+import spacegraph as sg
+from tests.conftest import ToySpace, random_unit
+from tests.core.test_graph_connects_and_plans import with_score
+
+QUICK = {"steps": 5, "hidden_dim": 16, "out_dim": 8, "batch_size": 16}
+
+
+def bridge(x, y, overlap="text", quality=0.8, **config):
+    features = sg.BridgeFeatures(
+        random_unit(40, x.spec.dim, 0),
+        random_unit(40, y.spec.dim, 1),
+        random_unit(20, x.spec.dim, 2),
+        random_unit(20, y.spec.dim, 3),
+    )
+    made = CMCRMethod().train(x.spec, y.spec, overlap, features, {**QUICK, **config}, show_progress_bar=False)
+    return with_score(made, quality)
+
+
+@pytest.fixture(scope="module")
+def graph():
+    """Audio-text and text-image joined through text; the joint space joined with image-lowres through images."""
+    at = ToySpace("toy-at", ("audio", "text"), 6, seed=1)
+    ti = ToySpace("toy-ti", ("text", "image"), 10, seed=2)
+    il = ToySpace("toy-il", ("image", "lowres_image"), 5, seed=3)
+    graph = sg.SpaceGraph([at, ti, il])
+    first = graph.add_bridge(bridge(at, ti, quality=0.8))
+    graph.add_bridge(bridge(graph.space(first.name), il, overlap="image", quality=0.5))
+    return graph
+
+
+def test_graph_html_lists_nodes_bridges_with_quality_and_modalities(graph):
+    html = graph._repr_html_()
+    assert html.startswith("<table>") and html.count("<table>") == 2
+    for name in ("toy-at", "toy-ti", "toy-il", "toy-at+toy-ti", "toy-at+toy-ti+toy-il"):
+        assert f">{name}<" in html
+    assert ">joint space<" in html and ">space<" in html
+    assert ">0.800<" in html and ">0.500<" in html and ">given<" in html
+    assert "modalities: audio, image, lowres_image, text" in html
+    assert "toy-at &lt;-&gt; toy-ti" in html
+
+
+def test_an_empty_graph_says_it_has_no_bridges():
+    html = sg.SpaceGraph([ToySpace("only", ("text",), 4)])._repr_html_()
+    assert ">only<" in html and "no bridges yet" in html
+
+
+def test_every_text_is_escaped():
+    odd = ToySpace("a<b>&'c", ("audio", "text"), 6, seed=1)
+    html = sg.SpaceGraph([odd, ToySpace("t", ("text", "image"), 4)])._repr_html_() + odd._repr_html_()
+    assert "a<b>" not in html and "a&lt;b&gt;&amp;&#x27;c" in html
+
+
+def test_space_html_is_its_spec(graph):
+    html = graph.space("toy-at")._repr_html_()
+    assert "Space &#x27;toy-at&#x27;" in html
+    assert ">ToySpace<" in html and ">audio, text<" in html and ">6<" in html
+    assert f">{graph.space('toy-at').spec.fingerprint}<" in html
+
+
+def test_bridge_html_summarises_its_card(graph):
+    first = graph.bridges[0]
+    html = first._repr_html_()
+    assert ">cmcr<" in html and ">connect<" in html and ">text<" in html
+    assert ">0.800 (given)<" in html and "mlp2 6 -&gt; 8" in html and "overlap 40, memory_x 20" in html
+    assert all(ref.fingerprint in html for ref in first.card.spaces)
+
+
+def test_route_html_shows_both_legs_and_the_bridges(graph):
+    html = graph.connect("audio", "lowres_image")._repr_html_()
+    assert "toy-at -&gt; toy-at+toy-ti -&gt; toy-at+toy-ti+toy-il" in html
+    assert "toy-il -&gt; toy-at+toy-ti+toy-il" in html
+    assert "expected quality 0.400" in html and html.count("<tr>") == 3 + 3
+
+
+def test_a_route_inside_one_space_says_so():
+    route = sg.SpaceGraph([ToySpace("at", ("audio", "text"), 6)]).connect("audio", "text")
+    assert "no bridge: one space embeds both modalities" in route._repr_html_()
+
+
+def test_plan_html_is_the_explain_table(graph):
+    plan = graph.plan("audio", "image")
+    html = plan._repr_html_()
+    assert html.count("<tr>") == 1 + len(plan.routes)
+    assert "encode audio with" in html and f"{plan.chosen.expected_quality:.3f}" in html
+    assert "toy-at+toy-ti (connect): 0.800, given" in html
+    assert "chosen: #1" in html
+
+
+def edge_and_node_texts(figure):
+    return [text.get_text() for ax in figure.axes for text in ax.texts]
+
+
+def test_draw_returns_a_figure_with_nodes_modalities_and_labelled_edges(graph):
+    pyplot = pytest.importorskip("matplotlib.pyplot")
+    from matplotlib.figure import Figure
+
+    figure = graph.draw()
+    assert isinstance(figure, Figure) and len(figure.axes) == 1
+    assert pyplot.get_fignums() == []  # closed for pyplot: a notebook shows the returned figure once
+    texts = edge_and_node_texts(figure)
+    assert "toy-at\n[audio, text]" in texts and "toy-at+\ntoy-ti+\ntoy-il\n[audio, text, image, lowres_image]" in texts
+    assert "toy-at+\ntoy-ti\nquality 0.800 via text" in texts
+    assert sum("quality 0.500 via image" in text for text in texts) == 2  # one edge per head
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert legend == ["space", "joint space (connect bridge)"]
+    figure.savefig(io.BytesIO(), format="png")  # renders
+
+
+def test_draw_into_given_axes_and_an_extend_bridge():
+    pyplot = pytest.importorskip("matplotlib.pyplot")
+    at, ti = ToySpace("at", ("audio", "text"), 6, seed=1), ToySpace("ti", ("text", "image"), 10, seed=2)
+    graph = sg.SpaceGraph([at, ti], [bridge(at, ti, kind="extend", quality=0.9)])
+    figure, ax = pyplot.subplots()
+    try:
+        assert graph.draw(ax=ax) is figure
+        assert "at->ti\nquality 0.900 via text" in edge_and_node_texts(figure)  # an extend edge: source to target
+    finally:
+        pyplot.close(figure)
+
+
+def test_draw_an_empty_graph_and_one_without_bridges():
+    pytest.importorskip("matplotlib")
+    assert edge_and_node_texts(sg.SpaceGraph().draw()) == []
+    figure = sg.SpaceGraph([ToySpace("alone", ("text",), 4)]).draw()
+    assert edge_and_node_texts(figure) == ["alone\n[text]"]
+
+
+def test_draw_without_matplotlib_names_the_extra(graph, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # import matplotlib.pyplot now fails
+    with pytest.raises(sg.MissingExtraError, match=r"spacegraph\[notebook\]"):
+        graph.draw()
+
+
+def test_import_spacegraph_loads_no_plotting_or_notebook_library():
+    code = (
+        "import sys, spacegraph, spacegraph.plugin; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('matplotlib', 'nbclient', 'nbformat', 'IPython', 'ipykernel')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
