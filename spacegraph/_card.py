@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 HeadArch = Literal["mlp2", "mlp1"]
 BridgeKind = Literal["connect", "extend"]
-QUALITY_IN_UNIT_RANGE = ("score", "estimate", "held_out_R@1")
+QUALITY_IN_UNIT_RANGE = ("score", "estimate", "estimate_low", "estimate_high", "held_out_R@1")
 NAME_ACCEPTED = "a non-empty name without control characters, neither absolute nor holding a '.' or '..' component"
 
 V = TypeVar("V")
@@ -171,6 +171,11 @@ class BridgeCard(BaseModel):
                 raise SpacegraphValueError(
                     f"quality[{key!r}] is {value}: it is a retrieval quality, accepted in [0, 1]"
                 )
+        low, high = quality.get("estimate_low"), quality.get("estimate_high")
+        if (low is None) != (high is None) or (low is not None and high is not None and low > high):
+            raise SpacegraphValueError(
+                f"quality: estimate_low {low} and estimate_high {high} must both be given, low <= high"
+            )
         return quality
 
     @field_validator("name")
@@ -250,6 +255,14 @@ class BridgeCard(BaseModel):
         if "score" in self.quality:
             return "given"
         return "label-free estimate" if "estimate" in self.quality else "unmeasured"
+
+    @cached_property
+    def score_interval(self) -> tuple[float, float] | None:
+        """How sure :attr:`score` is: the label-free estimate's 90% bootstrap interval (``estimate_low``,
+        ``estimate_high``) where the score is that estimate; None for a probe's, a given or an unmeasured score."""
+        if self.score_source != "label-free estimate" or "estimate_low" not in self.quality:
+            return None
+        return float(self.quality["estimate_low"]), float(self.quality["estimate_high"])
 
     @cached_property
     def cost(self) -> float:

@@ -107,11 +107,12 @@ def route_html(route: Route) -> str:
 
 def plan_html(plan: Plan) -> str:
     """The rows of :meth:`Plan.explain` as a table, and why the first was chosen."""
-    headers = ("#", "expected", f"encode {plan.source} with", f"encode {plan.target} with", "hops", "meets in")
+    headers = ("#", "expected", "range", f"encode {plan.source} with", f"encode {plan.target} with", "hops", "meets in")
     rows = [
         (
             row["rank"],
             f"{row['expected_quality']:.3f}",
+            "[{:.3f}, {:.3f}]".format(*row["interval"]),
             row["source_space"],
             row["target_space"],
             row["hops"],
@@ -122,7 +123,8 @@ def plan_html(plan: Plan) -> str:
         for row in plan.rows()
     ]
     caption = f"{plan.source} -> {plan.target}: {len(plan.routes)} candidate route(s), best first"
-    verdict = f"<p>{html.escape(plan._verdict())}</p>" if plan.routes else "<p>no route</p>"
+    verdict = "<br>".join(html.escape(line) for line in plan._verdict().splitlines()) if plan.routes else "no route"
+    verdict = f"<p>{verdict}</p>"
     return html_table((*headers, "bridges (quality, source)"), rows, caption) + verdict
 
 

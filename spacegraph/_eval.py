@@ -24,6 +24,36 @@ def _finite(scores: torch.Tensor, what: str) -> torch.Tensor:
     return scores
 
 
+def _ranked_relevance(
+    scores: torch.Tensor,
+    query_labels: Sequence[int] | np.ndarray | torch.Tensor,
+    gallery_labels: Sequence[int] | np.ndarray | torch.Tensor,
+) -> torch.Tensor:
+    """``[n_queries, n_gallery]``: 1 where the gallery item at that rank shares the query's class."""
+    q, g = _labels(query_labels), _labels(gallery_labels)
+    if scores.shape != (len(q), len(g)):
+        raise SpacegraphValueError(
+            f"scores has shape {list(scores.shape)}, expected [{len(q)}, {len(g)}] (queries x gallery)"
+        )
+    order = _finite(scores, "retrieval_metrics").argsort(dim=1, descending=True, stable=True)
+    return (g[order] == q[:, None]).float()
+
+
+def _average_precisions(relevant: torch.Tensor) -> torch.Tensor:
+    hits = relevant.cumsum(dim=1)
+    ranks = torch.arange(1, relevant.shape[1] + 1, dtype=torch.float32)
+    return ((hits / ranks) * relevant).sum(dim=1).div(relevant.sum(dim=1).clamp(min=1))
+
+
+def average_precisions(
+    scores: torch.Tensor,
+    query_labels: Sequence[int] | np.ndarray | torch.Tensor,
+    gallery_labels: Sequence[int] | np.ndarray | torch.Tensor,
+) -> torch.Tensor:
+    """Each query's average precision over the full ranking (relevant = same class); their mean is the mAP."""
+    return _average_precisions(_ranked_relevance(scores, query_labels, gallery_labels))
+
+
 def retrieval_metrics(
     scores: torch.Tensor,
     query_labels: Sequence[int] | np.ndarray | torch.Tensor,
@@ -34,18 +64,9 @@ def retrieval_metrics(
 
     ``scores`` is ``[n_queries, n_gallery]``, higher is closer.
     """
-    q, g = _labels(query_labels), _labels(gallery_labels)
-    if scores.shape != (len(q), len(g)):
-        raise SpacegraphValueError(
-            f"scores has shape {list(scores.shape)}, expected [{len(q)}, {len(g)}] (queries x gallery)"
-        )
-    order = _finite(scores, "retrieval_metrics").argsort(dim=1, descending=True, stable=True)
-    relevant = (g[order] == q[:, None]).float()
+    relevant = _ranked_relevance(scores, query_labels, gallery_labels)
     metrics = {f"R@{k}": float(relevant[:, :k].amax(dim=1).mean()) for k in ks}
-    hits = relevant.cumsum(dim=1)
-    ranks = torch.arange(1, len(g) + 1, dtype=torch.float32)
-    n_relevant = relevant.sum(dim=1).clamp(min=1)
-    metrics["mAP"] = float(((hits / ranks) * relevant).sum(dim=1).div(n_relevant).mean())
+    metrics["mAP"] = float(_average_precisions(relevant).mean())
     return metrics
 
 

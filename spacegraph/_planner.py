@@ -23,6 +23,8 @@ from ._errors import SpacegraphValueError
 from ._modality import Modality, as_modality
 from ._route import Leg, Route
 
+WIDE_INTERVAL = 0.2  # a chosen route whose range is wider than this is worth a probe
+
 Costs = dict[str, dict[str, float]]  # node -> {neighbour: cost of the cheapest head edge between them}
 Label = tuple[float, int, str]  # (cost, heads, name that breaks ties), least first in tuple order
 Found = tuple[float, int, str, str]  # the label a node got, then the node
@@ -50,6 +52,7 @@ class Plan:
             {
                 "rank": rank,
                 "expected_quality": route.expected_quality,
+                "interval": route.quality_interval,
                 "source_space": route.source.space.name,
                 "target_space": route.target.space.name,
                 "meets_in": route.common_space,
@@ -61,29 +64,55 @@ class Plan:
 
     def explain(self) -> str:
         """The candidates as a table, each bridge with its quality and where that number comes from, and why the
-        first was chosen. A route's expected quality is the product of its distinct bridges' qualities."""
+        first was chosen. A route's expected quality is the product of its distinct bridges' qualities; the range
+        beside it the product of their intervals (label-free estimates carry a 90% bootstrap interval)."""
         title = f"{self.source.value} -> {self.target.value}: {len(self.routes)} candidate route(s), best first"
         encode_a, encode_b = (f"encode {modality.value} with" for modality in (self.source, self.target))
         lines = [
             f"{title}; expected = product of the qualities of the bridges used",
-            f"{'#':>2}  {'expected':>8}  {encode_a:24} {encode_b:24} {'hops':>4}  meets in",
+            f"{'#':>2}  {'expected':>8}  {'range':13}  {encode_a:24} {encode_b:24} {'hops':>4}  meets in",
         ]
         for row in self.rows():
+            low, high = row["interval"]
             lines.append(
-                f"{row['rank']:>2}  {row['expected_quality']:8.3f}  {row['source_space']:24} {row['target_space']:24} "
-                f"{row['hops']:>4}  {row['meets_in']}"
+                f"{row['rank']:>2}  {row['expected_quality']:8.3f}  [{low:.3f}, {high:.3f}]  {row['source_space']:24} "
+                f"{row['target_space']:24} {row['hops']:>4}  {row['meets_in']}"
             )
             lines += [f"{'':14}bridge {n!r} ({kind}): {q:.3f}, {src}" for n, kind, q, src in row["bridges"]]
         return "\n".join([*lines, self._verdict()])
 
+    def close_calls(self) -> list[Route]:
+        """The other candidates whose range overlaps the chosen route's: the label-free numbers cannot tell them
+        apart from the first."""
+        low = self.chosen.quality_interval[0]
+        return [route for route in self.routes[1:] if route.quality_interval[1] >= low]
+
     def _verdict(self) -> str:
         chosen = f"chosen: #1, expected quality {self.chosen.expected_quality:.3f}"
         if len(self.routes) == 1:
-            return chosen + " (the only candidate)"
+            return chosen + " (the only candidate)" + self._probe_advice(wide_only=True)
         runner_up = self.routes[1]
         weakest = min(runner_up.bridges, key=lambda b: b.card.score, default=None)
         why = f"; its weakest bridge is {weakest.name!r} at {weakest.card.score:.3f}" if weakest else ""
-        return f"{chosen}, ahead of #2 at {runner_up.expected_quality:.3f}{why}"
+        verdict = f"{chosen}, ahead of #2 at {runner_up.expected_quality:.3f}{why}"
+        close = self.close_calls()
+        if not close:
+            return verdict + self._probe_advice(wide_only=True)
+        ranks = ", ".join(f"#{self.routes.index(route) + 1}" for route in close)
+        return (
+            f"{verdict}\nnot a clear choice: the range of {ranks} overlaps #1's, so the estimates cannot tell them "
+            f"apart{self._probe_advice(wide_only=False)}"
+        )
+
+    def _probe_advice(self, *, wide_only: bool) -> str:
+        """Where the choice rests on label-free estimates that are unsure, how to make it dependable."""
+        low, high = self.chosen.quality_interval
+        if not any(route.uncertain for route in self.routes) or (wide_only and high - low <= WIDE_INTERVAL):
+            return ""
+        return (
+            "\nto choose on labels instead: graph.evaluate(route, sg.Probe(...), calibrate=True) on a few labelled "
+            "items per class of each candidate, then plan again"
+        )
 
     def _repr_html_(self) -> str:
         from . import _display

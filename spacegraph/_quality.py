@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from ._eval import pair_recall_at_1, retrieval_metrics
+from ._eval import average_precisions, pair_recall_at_1
 from ._streaming import nearest, project_rows, unit_rows
 
 if TYPE_CHECKING:
@@ -113,29 +113,73 @@ class PseudoLabels:
         }
 
 
-def _level_map(scores: torch.Tensor, labels_x: torch.Tensor, labels_y: torch.Tensor) -> float | None:
-    """Mean of A -> C and C -> A mAP with one granularity's classes as relevance; a query whose class the other
-    memory never shows has nothing to find and is left out, as in any retrieval benchmark (None if none is left)."""
-    maps = []
-    for direction, query_labels, gallery_labels in ((scores, labels_x, labels_y), (scores.T, labels_y, labels_x)):
+def _level_precisions(scores: torch.Tensor, labels_x: torch.Tensor, labels_y: torch.Tensor) -> torch.Tensor:
+    """``[2, n]``: each memory item's average precision as a query, A -> C in row 0 (``n`` = len(A)) and C -> A in
+    row 1, padded with NaN; a query whose class the other memory never shows has nothing to find and is NaN (left
+    out, as in any retrieval benchmark)."""
+    rows = torch.full((2, max(len(labels_x), len(labels_y))), float("nan"))
+    for row, (direction, query_labels, gallery_labels) in enumerate(
+        ((scores, labels_x, labels_y), (scores.T, labels_y, labels_x))
+    ):
         answerable = torch.isin(query_labels, gallery_labels)
         if answerable.any():
-            maps.append(retrieval_metrics(direction[answerable], query_labels[answerable], gallery_labels)["mAP"])
-    return sum(maps) / len(maps) if maps else None
+            found = average_precisions(direction[answerable], query_labels[answerable], gallery_labels)
+            rows[row, torch.nonzero(answerable).squeeze(1)] = found
+    return rows
+
+
+def _combine(precisions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``precisions [..., levels, 2, n]`` -> ``[...]``: per level the mean of both directions' mAPs (directions
+    with no answerable query left out), then the levels' mean weighted by ``weights [..., levels]`` (equal weights
+    where all are 0); 0 where nothing is answerable."""
+    per_direction = precisions.nanmean(dim=-1)
+    per_level = per_direction.nanmean(dim=-1)
+    present = ~per_level.isnan()
+    weights = torch.where(present, weights.clamp(min=0), torch.zeros_like(weights))
+    weights = torch.where(weights.sum(-1, keepdim=True) > 0, weights, present.float())
+    total = weights.sum(-1)
+    return torch.where(total > 0, (per_level.nan_to_num() * weights).sum(-1) / total.clamp(min=1e-12), 0.0)
+
+
+def _precisions(za: torch.Tensor, zc: torch.Tensor, labels: PseudoLabels) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every granularity's per-query average precisions ``[levels, 2, n]`` and the levels' silhouette weights."""
+    scores = za @ zc.T
+    levels = list(labels.silhouettes)
+    precisions = torch.stack([_level_precisions(scores, *labels.levels[k]) for k in levels])
+    return precisions, torch.tensor([labels.silhouettes[k] for k in levels])
 
 
 def pseudo_map(za: torch.Tensor, zc: torch.Tensor, labels: PseudoLabels) -> float:
     """The pseudo-label mAP of A -> C and C -> A retrieval, averaged over the granularities, each weighted by its
     silhouette (how well the overlap items separate into that many classes); 0 if nothing is answerable."""
-    scores = za @ zc.T
-    levels = {k: _level_map(scores, *labels.levels[k]) for k in labels.silhouettes}
-    weighted = [(value, max(labels.silhouettes[k], 0.0)) for k, value in levels.items() if value is not None]
-    total = sum(weight for _, weight in weighted)
-    if not weighted:
-        return 0.0
-    if total == 0:
-        return sum(value for value, _ in weighted) / len(weighted)
-    return sum(value * weight for value, weight in weighted) / total
+    return float(_combine(*_precisions(za, zc, labels)))
+
+
+def bootstrap_interval(
+    precisions: torch.Tensor,
+    weights: torch.Tensor,
+    sizes: tuple[int, int],
+    *,
+    replicates: int = 200,
+    coverage: float = 0.9,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """A percentile bootstrap interval of :func:`_combine` over ``precisions [levels, 2, n]`` (row r holding
+    ``sizes[r]`` queries): each replicate draws each memory's queries (the same items at every granularity) and the
+    granularities, with replacement."""
+    generator = torch.Generator().manual_seed(seed)
+    levels, _, n = precisions.shape
+    padded = torch.cat([precisions, torch.full((levels, 2, 1), float("nan"))], dim=2)  # column n: no query
+    draws = torch.stack([torch.randint(size, (replicates, n), generator=generator) for size in sizes], dim=1)
+    draws[:, 1, min(sizes[1], n) :] = n
+    draws[:, 0, min(sizes[0], n) :] = n
+    drawn_levels = torch.randint(levels, (replicates, levels), generator=generator)
+    picked = padded[drawn_levels]  # [replicates, levels, 2, n + 1]
+    resampled = picked.gather(3, draws[:, None].expand(-1, levels, -1, -1))
+    values = _combine(resampled, weights[drawn_levels])
+    tail = (1 - coverage) / 2
+    low, high = torch.quantile(values, torch.tensor([tail, 1 - tail]))
+    return float(low), float(high)
 
 
 def estimate_quality(
@@ -149,7 +193,8 @@ def estimate_quality(
     max_items: int = 2000,
 ) -> dict[str, float]:
     """The label-free quality of a bridge whose heads are ``project_x`` / ``project_y``, from its own training
-    data: ``{"estimate": predicted quality, "estimate_clusters": the best-separated k, "estimate_items": n}``.
+    data: ``{"estimate": predicted quality, "estimate_low"/"estimate_high": its 90% bootstrap interval (over the
+    memory items and the granularities), "estimate_clusters": the best-separated k, "estimate_items": n}``.
 
     At most ``max_items`` rows of each memory are used, picked with a fixed seed, so every bridge trained on the
     same data is scored on the same items and pseudo labels.
@@ -158,8 +203,16 @@ def estimate_quality(
     mx, my = subsample(memory_x, max_items, generator), subsample(memory_y, max_items, generator)
     labels = PseudoLabels(overlap_x, overlap_y, mx, my)
     with torch.inference_mode():
-        estimate = pseudo_map(project_x(mx), project_y(my), labels)
-    return {"estimate": estimate, "estimate_clusters": float(labels.k), "estimate_items": float(len(mx) + len(my))}
+        precisions, weights = _precisions(project_x(mx), project_y(my), labels)
+    estimate = float(_combine(precisions, weights))
+    low, high = bootstrap_interval(precisions, weights, (len(mx), len(my)))
+    return {
+        "estimate": estimate,
+        "estimate_low": min(low, estimate),
+        "estimate_high": max(high, estimate),
+        "estimate_clusters": float(labels.k),
+        "estimate_items": float(len(mx) + len(my)),
+    }
 
 
 def held_out_quality(

@@ -76,6 +76,21 @@ class Route:
         """Product of the qualities of the bridges used (1.0 for a route inside one space)."""
         return math.exp(-self.cost)
 
+    @property
+    def quality_interval(self) -> tuple[float, float]:
+        """The range :attr:`expected_quality` may lie in: the product of each bridge's interval (its
+        :attr:`BridgeCard.score_interval`, or its score alone where the score carries none)."""
+        low = high = 1.0
+        for bridge in self.bridges:
+            bridge_low, bridge_high = bridge.card.score_interval or (bridge.card.score, bridge.card.score)
+            low, high = low * bridge_low, high * bridge_high
+        return low, high
+
+    @property
+    def uncertain(self) -> bool:
+        """Whether a bridge of this route is scored by the label-free estimate alone (no labelled probe)."""
+        return any(bridge.card.score_interval is not None for bridge in self.bridges)
+
     def describe(self) -> str:
         bridges = ", ".join(
             f"{b.name!r} ({b.card.kind}, quality {b.card.score:.3f}, {b.card.score_source})" for b in self.bridges
