@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 
 import spacegraph as sg
-from spacegraph._bridge import SpaceRef
 from spacegraph._quality import _combine, bootstrap_interval, estimate_quality
 from tests.conftest import ToySpace
 from tests.core.test_graph_connects_and_plans import make_bridge
+from tests.core.test_route_pins_and_plan_listing import hand_made_bridge
 
 
 def clustered(n: int, centres: torch.Tensor, noise: float, seed: int) -> torch.Tensor:
@@ -87,25 +87,11 @@ def test_a_card_refuses_a_broken_interval(toy_spaces, bad):
         bridge.card.model_copy(update={"quality": {"estimate": 0.5, **bad}})
 
 
-def bridge_to(hub: sg.Space, space: sg.Space, quality: dict[str, float]) -> sg.Bridge:
-    heads = {s.name: sg.HeadSpec(in_dim=s.spec.dim, hidden_dim=8, out_dim=4) for s in (space, hub)}
-    card = sg.BridgeCard(
-        library_version=sg.__version__,
-        name=f"{space.name}+{hub.name}",
-        method="hand-made",
-        spaces=(SpaceRef.of(space.spec), SpaceRef.of(hub.spec)),
-        overlap="text",
-        heads=heads,
-        quality=quality,
-    )
-    return sg.Bridge(card)
-
-
 def two_route_plan(first: dict[str, float], second: dict[str, float]) -> sg.Plan:
     """audio -> image through either of two audio-text spaces, each bridged to one image-text space."""
     hub = ToySpace("image-text", ("text", "image"), 10, seed=2)
     a, b = (ToySpace(name, ("audio", "text"), 6, seed=seed) for name, seed in (("a", 1), ("b", 3)))
-    graph = sg.SpaceGraph([hub, a, b], [bridge_to(hub, a, first), bridge_to(hub, b, second)])
+    graph = sg.SpaceGraph([hub, a, b], [hand_made_bridge(a, hub, first), hand_made_bridge(b, hub, second)])
     return graph.plan("audio", "image")
 
 

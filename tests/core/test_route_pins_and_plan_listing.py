@@ -15,8 +15,9 @@ from tests.conftest import ToySpace
 from tests.core.test_graph_connects_and_plans import QUICK
 
 
-def hand_made_bridge(x: sg.Space, y: sg.Space, quality: float) -> sg.Bridge:
-    """A connect bridge through text with untrained heads and a measured quality written by hand."""
+def hand_made_bridge(x: sg.Space, y: sg.Space, quality: float | dict[str, float]) -> sg.Bridge:
+    """A connect bridge through text with untrained heads and a quality written by hand (a score, or the card's
+    whole ``quality``)."""
     heads = {s.name: sg.HeadSpec(in_dim=s.spec.dim, hidden_dim=8, out_dim=4) for s in (x, y)}
     card = sg.BridgeCard(
         library_version=sg.__version__,
@@ -25,7 +26,7 @@ def hand_made_bridge(x: sg.Space, y: sg.Space, quality: float) -> sg.Bridge:
         spaces=(SpaceRef.of(x.spec), SpaceRef.of(y.spec)),
         overlap="text",
         heads=heads,
-        quality={"score": quality},
+        quality=quality if isinstance(quality, dict) else {"score": quality},
     )
     return sg.Bridge(card)
 
