@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -96,7 +97,7 @@ def push_folder(
     )
 
 
-class HubMixin:
+class HubMixin(ABC):
     """``save_pretrained`` / ``from_pretrained`` / ``push_to_hub`` in one folder layout, as huggingface_hub's
     ``ModelHubMixin`` gives them to models. A class names its files and implements :meth:`_pretrained_writer`
     (check, then return what fills the folder) and :meth:`_from_folder` (read a resolved folder)."""
@@ -110,13 +111,14 @@ class HubMixin:
         """What errors call the artifact."""
         return cls.__name__
 
+    @abstractmethod
     def _pretrained_writer(self) -> Callable[[Path], None]:
         """Refuse what cannot be saved (before anything is written); else a function filling a new folder."""
-        raise NotImplementedError
 
     @classmethod
+    @abstractmethod
     def _from_folder(cls, folder: Any, **kwargs: Any) -> Self:
-        raise NotImplementedError
+        """The artifact read from a resolved local folder."""
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write the folder atomically (all or nothing). An existing ``folder`` is replaced only if it holds nothing
