@@ -14,16 +14,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from spacegraph.plugin import (
     BridgeFeatures,
+    EstimateData,
     HeadSpec,
     ProjectionHead,
-    PseudoLabels,
     RankSlice,
     SpacegraphValueError,
     measure_quality,
     progress_range,
-    pseudo_map,
     rank_device,
-    subsample,
     tensor_problem,
     with_global_batch_norm,
 )
@@ -93,17 +91,18 @@ class EstimateTracker:
                 "select_by_estimate needs memory_x and memory_y (the estimate is measured on them); pass them or "
                 "set select_by_estimate=False"
             )
-        generator = torch.Generator().manual_seed(0)  # the same items estimate_quality scores
-        self.mx = subsample(features.memory_x, max_items, generator)
-        self.my = subsample(features.memory_y, max_items, generator)
-        self.labels = PseudoLabels(features.overlap_x, features.overlap_y, self.mx, self.my)
+        self.data = EstimateData(  # the same items and labels estimate_quality scores
+            features.overlap_x, features.overlap_y, features.memory_x, features.memory_y, max_items=max_items
+        )
         self.best_score, self.best_state = -math.inf, None
 
     def check(self, head_x: torch.nn.Module, head_y: torch.nn.Module) -> float:
         head_x.eval(), head_y.eval()
         device = next(head_x.parameters()).device
         with torch.inference_mode():
-            score = pseudo_map(head_x(self.mx.to(device)).cpu(), head_y(self.my.to(device)).cpu(), self.labels)
+            data = self.data
+            za, zc = head_x(data.mx.to(device)).cpu(), head_y(data.my.to(device)).cpu()
+            score = data.point_estimate(za, zc)
         head_x.train(), head_y.train()
         if score > self.best_score:
             self.best_score, self.best_state = score, copy.deepcopy((head_x.state_dict(), head_y.state_dict()))

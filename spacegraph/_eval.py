@@ -35,8 +35,20 @@ def _ranked_relevance(
         raise SpacegraphValueError(
             f"scores has shape {list(scores.shape)}, expected [{len(q)}, {len(g)}] (queries x gallery)"
         )
-    order = _finite(scores, "retrieval_metrics").argsort(dim=1, descending=True, stable=True)
-    return (g[order] == q[:, None]).float()
+    return (g[ranking(scores)] == q[:, None]).float()
+
+
+def ranking(scores: torch.Tensor) -> torch.Tensor:
+    """Each query's gallery indices, best first (ties in gallery order)."""
+    return _finite(scores, "retrieval_metrics").argsort(dim=1, descending=True, stable=True)
+
+
+def ranked_average_precisions(
+    order: torch.Tensor, query_labels: torch.Tensor, gallery_labels: torch.Tensor
+) -> torch.Tensor:
+    """:func:`average_precisions` of rankings already made (``order``: :func:`ranking` of the scores), so that many
+    labellings of one ranking sort it once."""
+    return _average_precisions((gallery_labels[order] == query_labels[:, None]).float())
 
 
 def _average_precisions(relevant: torch.Tensor) -> torch.Tensor:

@@ -9,19 +9,30 @@ clusters as relevance: a predicted retrieval quality in [0, 1], measured on the 
 
 No single number of clusters decides: the mAP is averaged over granularities from coarse to fine, each weighted
 by its cosine silhouette on the overlap items (how well they separate into that many classes), so the estimate
-needs no setting, rewards fine neighbourhoods as well as coarse ones, and scores bridges trained on different
-data the same way.
+rewards fine neighbourhoods as well as coarse ones and scores bridges trained on different data the same way.
+
+That pseudo-label mAP is multiplied by a power of the bridge's modality alignment (:func:`modality_alignment`):
+where the two memories still sit apart in the joint space, retrieval runs through hubs, which the pseudo labels
+of a modest space do not see.
+
+Three design choices are open to measurement (``EstimateSettings``; ``spacegraph bench quality`` picks them
+leave-one-dataset-out): whether every query counts the same or every pseudo class does (a bridge that ranks the
+same few items first for every query gains from a pseudo class that holds most of the memory), whether each
+memory item takes the class of its own nearest overlap centroid or that of its memory cluster, and the power of
+the alignment factor.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 
-from ._eval import average_precisions, pair_recall_at_1
+from ._eval import pair_recall_at_1, ranked_average_precisions, ranking
 from ._streaming import nearest, project_rows, unit_rows
 
 if TYPE_CHECKING:
@@ -30,6 +41,60 @@ if TYPE_CHECKING:
 Projection = Callable[[torch.Tensor], torch.Tensor]
 CLUSTER_COUNTS = (4, 6, 8, 10, 12, 16, 20, 24, 32)
 SILHOUETTE_ROWS = 1500
+MEMORY_CLUSTERS = 32  # of each memory, for labels="clusters": finer than any granularity's classes
+GAP_POWERS = (0.0, 0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class EstimateSettings:
+    """The estimate's design choices. ``balance``: "queries" (each query counts the same) or "classes" (each
+    pseudo class does); ``labels``: "items" (each memory item takes the class of its nearest overlap centroid) or
+    "clusters" (of its memory cluster's centroid); ``gap_power``: the power of the modality alignment
+    (:func:`modality_alignment`) the pseudo-label mAP is multiplied by (0: not at all)."""
+
+    balance: Literal["queries", "classes"] = "classes"
+    labels: Literal["items", "clusters"] = "items"
+    gap_power: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.balance not in ("queries", "classes") or self.labels not in ("items", "clusters"):
+            raise ValueError(
+                f"EstimateSettings(balance={self.balance!r}, labels={self.labels!r}): balance is 'queries' or "
+                "'classes', labels is 'items' or 'clusters'"
+            )
+        if not self.gap_power >= 0:
+            raise ValueError(f"EstimateSettings(gap_power={self.gap_power!r}): a power >= 0")
+
+    @property
+    def name(self) -> str:
+        """How ``spacegraph bench quality`` reports it, e.g. ``classes/items/gap0.5``."""
+        return f"{self.balance}/{self.labels}/gap{self.gap_power:g}"
+
+
+# Every combination `spacegraph bench quality` chooses among (leave-one-dataset-out), by name.
+ESTIMATE_SETTINGS = {
+    settings.name: settings
+    for settings in (
+        EstimateSettings(balance, labels, power)
+        for balance in ("queries", "classes")
+        for labels in ("items", "clusters")
+        for power in GAP_POWERS
+    )
+}
+DEFAULT_ESTIMATE = EstimateSettings()  # the setting with the best mean held-out Spearman of `bench quality`
+
+
+def gap_adjusted(pseudo_map: float, alignment: float, gap_power: float) -> float:
+    """The estimate: the pseudo-label mAP times the modality alignment to the power ``gap_power``."""
+    return pseudo_map * alignment**gap_power
+
+
+def modality_alignment(za: torch.Tensor, zc: torch.Tensor) -> float:
+    """``1 - |mean(za) - mean(zc)|^2 / 4`` of unit rows, in [0, 1]: 1 where the two memories are centred alike
+    in the joint space, lower the further apart they sit (a modality gap, through which retrieval runs by hubs
+    rather than meaning). Bridges without working memory pseudo pairs keep the gap their spaces had."""
+    gap = unit_rows(za).mean(dim=0) - unit_rows(zc).mean(dim=0)
+    return float((1 - gap.square().sum() / 4).clamp(min=0))
 
 
 def spherical_kmeans(x: torch.Tensor, k: int, *, seed: int = 0, iters: int = 25) -> torch.Tensor:
@@ -96,6 +161,7 @@ class PseudoLabels:
         cluster_counts: Sequence[int] = CLUSTER_COUNTS,
         restarts: int = 4,
         seed: int = 0,
+        by_cluster: bool = False,
     ) -> None:
         bx, by, mx, my = (unit_rows(rows) for rows in (overlap_x, overlap_y, memory_x, memory_y))
         # Only the overlap items some memory item is nearest to: off-topic overlap data does not shape the classes.
@@ -107,32 +173,72 @@ class PseudoLabels:
         best = {k: _best_clustering(joint, k, restarts, seed, sample, distance) for k in candidates}
         self.silhouettes = {k: score for k, (score, _) in best.items()}
         self.k = max(self.silhouettes, key=lambda k: self.silhouettes[k])  # the best-separated granularity, for reports
+        read_x, read_y = (_cluster_reader(m, seed) if by_cluster else _item_reader(m) for m in (mx, my))
         self.levels = {
-            k: ((mx @ _centroids(bx[near], a, k).T).argmax(dim=1), (my @ _centroids(by[near], a, k).T).argmax(dim=1))
-            for k, (_, a) in best.items()
+            k: (read_x(_centroids(bx[near], a, k)), read_y(_centroids(by[near], a, k))) for k, (_, a) in best.items()
         }
 
 
-def _level_precisions(scores: torch.Tensor, labels_x: torch.Tensor, labels_y: torch.Tensor) -> torch.Tensor:
-    """``[2, n]``: each memory item's average precision as a query, A -> C in row 0 (``n`` = len(A)) and C -> A in
-    row 1, padded with NaN; a query whose class the other memory never shows has nothing to find and is NaN (left
-    out, as in any retrieval benchmark)."""
-    rows = torch.full((2, max(len(labels_x), len(labels_y))), float("nan"))
-    for row, (direction, query_labels, gallery_labels) in enumerate(
-        ((scores, labels_x, labels_y), (scores.T, labels_y, labels_x))
+def _item_reader(memory: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Each memory item's class: that of its nearest class centroid."""
+    return lambda centroids: (memory @ centroids.T).argmax(dim=1)
+
+
+def _cluster_reader(memory: torch.Tensor, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Each memory item's class: that of its memory cluster's centroid (``MEMORY_CLUSTERS`` clusters)."""
+    k = max(1, min(MEMORY_CLUSTERS, len(memory) // 4))
+    assign = spherical_kmeans(memory, k, seed=seed)
+    own = _centroids(memory, assign, k)
+    return lambda centroids: (own @ centroids.T).argmax(dim=1)[assign]
+
+
+def _query_weights(labels: torch.Tensor, balance: str) -> torch.Tensor:
+    if balance == "queries":
+        return torch.ones(len(labels))
+    _, inverse, counts = labels.unique(return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse].float()
+
+
+def _level_precisions(
+    orders: tuple[torch.Tensor, torch.Tensor], labels_x: torch.Tensor, labels_y: torch.Tensor, balance: str = "queries"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[2, n]`` twice: each memory item's average precision as a query (``orders``: the A -> C and C -> A
+    rankings), A -> C in row 0 (``n`` = len(A)) and C -> A in row 1, padded with NaN, and its weight in the mean
+    (``balance``: 1, or 1 / its pseudo class's size); a query whose class the other memory never shows has
+    nothing to find and is NaN (left out, as in any retrieval benchmark)."""
+    n = max(len(labels_x), len(labels_y))
+    rows, weights = torch.full((2, n), float("nan")), torch.zeros(2, n)
+    for row, (order, query_labels, gallery_labels) in enumerate(
+        ((orders[0], labels_x, labels_y), (orders[1], labels_y, labels_x))
     ):
         answerable = torch.isin(query_labels, gallery_labels)
         if answerable.any():
-            found = average_precisions(direction[answerable], query_labels[answerable], gallery_labels)
-            rows[row, torch.nonzero(answerable).squeeze(1)] = found
-    return rows
+            where = torch.nonzero(answerable).squeeze(1)
+            found = ranked_average_precisions(order[answerable], query_labels[answerable], gallery_labels)
+            rows[row, where] = found
+            weights[row, where] = _query_weights(query_labels[answerable], balance)
+    return rows, weights
 
 
-def _combine(precisions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``precisions [..., levels, 2, n]`` -> ``[...]``: per level the mean of both directions' mAPs (directions
-    with no answerable query left out), then the levels' mean weighted by ``weights [..., levels]`` (equal weights
-    where all are 0); 0 where nothing is answerable."""
-    per_direction = precisions.nanmean(dim=-1)
+def _weighted_nanmean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The mean over the last dimension of the non-NaN ``values``, weighted by ``weights`` (equal if None)."""
+    if weights is None:
+        return values.nanmean(dim=-1)
+    present = ~values.isnan()
+    weights = torch.where(present, weights, torch.zeros_like(weights))
+    total = weights.sum(-1)
+    summed = (values.nan_to_num() * weights).sum(-1)
+    return torch.where(total > 0, summed / total.clamp(min=1e-12), float("nan"))
+
+
+def _combine(
+    precisions: torch.Tensor, weights: torch.Tensor, query_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``precisions [..., levels, 2, n]`` -> ``[...]``: per level the mean of both directions' mAPs (each query
+    weighted by ``query_weights``, same shape, if given; directions with no answerable query left out), then the
+    levels' mean weighted by ``weights [..., levels]`` (equal weights where all are 0); 0 where nothing is
+    answerable."""
+    per_direction = _weighted_nanmean(precisions, query_weights)
     per_level = per_direction.nanmean(dim=-1)
     present = ~per_level.isnan()
     weights = torch.where(present, weights.clamp(min=0), torch.zeros_like(weights))
@@ -141,24 +247,31 @@ def _combine(precisions: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, (per_level.nan_to_num() * weights).sum(-1) / total.clamp(min=1e-12), 0.0)
 
 
-def _precisions(za: torch.Tensor, zc: torch.Tensor, labels: PseudoLabels) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every granularity's per-query average precisions ``[levels, 2, n]`` and the levels' silhouette weights."""
+def _precisions(
+    za: torch.Tensor, zc: torch.Tensor, labels: PseudoLabels, balance: str = "queries"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every granularity's per-query average precisions ``[levels, 2, n]``, the levels' silhouette weights, and
+    the queries' weights ``[levels, 2, n]``."""
     scores = za @ zc.T
+    orders = ranking(scores), ranking(scores.T)  # sorted once, read under every granularity's labels
     levels = list(labels.silhouettes)
-    precisions = torch.stack([_level_precisions(scores, *labels.levels[k]) for k in levels])
-    return precisions, torch.tensor([labels.silhouettes[k] for k in levels])
+    precisions, query_weights = zip(*(_level_precisions(orders, *labels.levels[k], balance) for k in levels))
+    silhouettes = torch.tensor([labels.silhouettes[k] for k in levels])
+    return torch.stack(precisions), silhouettes, torch.stack(query_weights)
 
 
-def pseudo_map(za: torch.Tensor, zc: torch.Tensor, labels: PseudoLabels) -> float:
+def pseudo_map(za: torch.Tensor, zc: torch.Tensor, labels: PseudoLabels, balance: str = "queries") -> float:
     """The pseudo-label mAP of A -> C and C -> A retrieval, averaged over the granularities, each weighted by its
-    silhouette (how well the overlap items separate into that many classes); 0 if nothing is answerable."""
-    return float(_combine(*_precisions(za, zc, labels)))
+    silhouette (how well the overlap items separate into that many classes); 0 if nothing is answerable.
+    ``balance``: "queries" (every query counts the same) or "classes" (every pseudo class does)."""
+    return float(_combine(*_precisions(za, zc, labels, balance)))
 
 
 def bootstrap_interval(
     precisions: torch.Tensor,
     weights: torch.Tensor,
     sizes: tuple[int, int],
+    query_weights: torch.Tensor | None = None,
     *,
     replicates: int = 200,
     coverage: float = 0.9,
@@ -170,16 +283,76 @@ def bootstrap_interval(
     generator = torch.Generator().manual_seed(seed)
     levels, _, n = precisions.shape
     padded = torch.cat([precisions, torch.full((levels, 2, 1), float("nan"))], dim=2)  # column n: no query
+    if query_weights is None:
+        query_weights = torch.ones_like(precisions)
+    padded_weights = torch.cat([query_weights, torch.zeros(levels, 2, 1)], dim=2)
     draws = torch.stack([torch.randint(size, (replicates, n), generator=generator) for size in sizes], dim=1)
     draws[:, 1, min(sizes[1], n) :] = n
     draws[:, 0, min(sizes[0], n) :] = n
     drawn_levels = torch.randint(levels, (replicates, levels), generator=generator)
-    picked = padded[drawn_levels]  # [replicates, levels, 2, n + 1]
-    resampled = picked.gather(3, draws[:, None].expand(-1, levels, -1, -1))
-    values = _combine(resampled, weights[drawn_levels])
+    index = draws[:, None].expand(-1, levels, -1, -1)
+    resampled = padded[drawn_levels].gather(3, index)  # [replicates, levels, 2, n]
+    resampled_weights = padded_weights[drawn_levels].gather(3, index)
+    values = _combine(resampled, weights[drawn_levels], resampled_weights)
     tail = (1 - coverage) / 2
     low, high = torch.quantile(values, torch.tensor([tail, 1 - tail]))
     return float(low), float(high)
+
+
+class EstimateData:
+    """What an estimate reads from a bridge's training data, measured as ``settings`` say: at most ``max_items``
+    rows of each memory (picked with a fixed seed, so every bridge trained on the same data is scored on the same
+    items) and their pseudo labels. Build it once to score many bridges trained on the same data."""
+
+    def __init__(
+        self,
+        overlap_x: torch.Tensor,
+        overlap_y: torch.Tensor,
+        memory_x: torch.Tensor,
+        memory_y: torch.Tensor,
+        *,
+        max_items: int = 2000,
+        settings: EstimateSettings = DEFAULT_ESTIMATE,
+    ) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.mx, self.my = subsample(memory_x, max_items, generator), subsample(memory_y, max_items, generator)
+        self.labels = PseudoLabels(overlap_x, overlap_y, self.mx, self.my, by_cluster=settings.labels == "clusters")
+        self.settings = settings
+
+    def rescored(self, settings: EstimateSettings) -> EstimateData:
+        """The same items and labels, scored with other ``settings`` of the same ``labels``."""
+        if settings.labels != self.settings.labels:
+            raise ValueError(f"rescored: these labels are {self.settings.labels!r}, not {settings.labels!r}")
+        other = copy.copy(self)
+        other.settings = settings
+        return other
+
+    def point_estimate(self, za: torch.Tensor, zc: torch.Tensor) -> float:
+        """The estimate of memories already projected (``za`` = project_x(self.mx), ``zc`` likewise), no interval."""
+        pseudo = pseudo_map(za, zc, self.labels, self.settings.balance)
+        return gap_adjusted(pseudo, modality_alignment(za, zc), self.settings.gap_power)
+
+    def score(self, project_x: Projection, project_y: Projection) -> dict[str, float]:
+        """``{"estimate": predicted quality, "estimate_low"/"estimate_high": its 90% bootstrap interval (over the
+        memory items and the granularities), "estimate_pseudo_map": the pseudo-label mAP before the alignment
+        factor, "estimate_alignment": :func:`modality_alignment`, "estimate_clusters": the best-separated k,
+        "estimate_items": n}``."""
+        with torch.inference_mode():
+            za, zc = project_x(self.mx), project_y(self.my)
+        precisions, weights, query_weights = _precisions(za, zc, self.labels, self.settings.balance)
+        pseudo = float(_combine(precisions, weights, query_weights))
+        low, high = bootstrap_interval(precisions, weights, (len(self.mx), len(self.my)), query_weights)
+        alignment = modality_alignment(za, zc)
+        factor = gap_adjusted(1.0, alignment, self.settings.gap_power)
+        return {
+            "estimate": pseudo * factor,
+            "estimate_low": min(low, pseudo) * factor,
+            "estimate_high": max(high, pseudo) * factor,
+            "estimate_pseudo_map": pseudo,
+            "estimate_alignment": alignment,
+            "estimate_clusters": float(self.labels.k),
+            "estimate_items": float(len(self.mx) + len(self.my)),
+        }
 
 
 def estimate_quality(
@@ -191,28 +364,12 @@ def estimate_quality(
     memory_y: torch.Tensor,
     *,
     max_items: int = 2000,
+    settings: EstimateSettings = DEFAULT_ESTIMATE,
 ) -> dict[str, float]:
     """The label-free quality of a bridge whose heads are ``project_x`` / ``project_y``, from its own training
-    data: ``{"estimate": predicted quality, "estimate_low"/"estimate_high": its 90% bootstrap interval (over the
-    memory items and the granularities), "estimate_clusters": the best-separated k, "estimate_items": n}``.
-
-    At most ``max_items`` rows of each memory are used, picked with a fixed seed, so every bridge trained on the
-    same data is scored on the same items and pseudo labels.
-    """
-    generator = torch.Generator().manual_seed(0)
-    mx, my = subsample(memory_x, max_items, generator), subsample(memory_y, max_items, generator)
-    labels = PseudoLabels(overlap_x, overlap_y, mx, my)
-    with torch.inference_mode():
-        precisions, weights = _precisions(project_x(mx), project_y(my), labels)
-    estimate = float(_combine(precisions, weights))
-    low, high = bootstrap_interval(precisions, weights, (len(mx), len(my)))
-    return {
-        "estimate": estimate,
-        "estimate_low": min(low, estimate),
-        "estimate_high": max(high, estimate),
-        "estimate_clusters": float(labels.k),
-        "estimate_items": float(len(mx) + len(my)),
-    }
+    data: :meth:`EstimateData.score`."""
+    data = EstimateData(overlap_x, overlap_y, memory_x, memory_y, max_items=max_items, settings=settings)
+    return data.score(project_x, project_y)
 
 
 def held_out_quality(

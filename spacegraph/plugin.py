@@ -48,7 +48,17 @@ from ._modality import Modality, as_modality, known_modalities, register_modalit
 from ._model_space import ModelSpace
 from ._names import check_path_name, path_component
 from ._optional import require
-from ._quality import PseudoLabels, estimate_quality, heads_quality, held_out_quality, pseudo_map, subsample
+from ._quality import (
+    ESTIMATE_SETTINGS,
+    EstimateData,
+    EstimateSettings,
+    PseudoLabels,
+    estimate_quality,
+    heads_quality,
+    held_out_quality,
+    pseudo_map,
+    subsample,
+)
 from ._registry import register_bridge_method, register_space
 from ._space import (
     Space,
@@ -63,12 +73,15 @@ from ._streaming import nearest, project_rows, row_blocks, top_k
 from ._weights import layout_problems, read_shapes, read_tensors, tensor_problem
 
 __all__ = [
+    "ESTIMATE_SETTINGS",
     "Bridge",
     "BridgeCard",
     "BridgeFeatures",
     "BridgeMethod",
     "BridgeMethodBase",
     "Calibration",
+    "EstimateData",
+    "EstimateSettings",
     "GlobalBatchNorm1d",
     "HeadArch",
     "HeadSpec",

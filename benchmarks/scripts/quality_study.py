@@ -3,9 +3,7 @@
 Two steps:
 
 * ``zoo``: train every variant of every dataset case ONCE and cache it under ``runs/quality-zoo/<case>/<variant>/``
-  (``heads.safetensors``: both heads' state dicts, plus a rotation for ``head_rotated``; ``meta.json``: head specs,
-  kind, the features it was trained on, its true mAP and the card's estimate). Cases can run in parallel processes
-  (``--cases``).
+  (``spacegraph_bench.quality_zoo``, the same bridges ``spacegraph bench quality --out runs`` trains and reads).
 * ``score``: reload the zoo, score each bridge with today's estimate and every candidate of
   ``quality_candidates`` (beside this script), and report per-case Spearman (in-sample and leave-one-case-out for each design
   choice), whether every misleading variant is below ``default``; writes ``runs/quality-study.json``.
@@ -27,205 +25,31 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
-from spacegraph_bench import digits
 from spacegraph_bench import quality as q
-from spacegraph_bridges import _cmcr_pairs
-from spacegraph_bridges.cmcr import CMCRConfig, fit_heads
+from spacegraph_bench import quality_zoo
 
 from spacegraph import BridgeFeatures
-from spacegraph.plugin import HeadSpec, ProjectionHead
+from spacegraph._eval import ranking
 
 ZOO = Path("runs/quality-zoo")
 FEATURE_DIR = ZOO / "features"
 MARGIN = 0.02  # true-mAP gap below which a misleading variant counts as tied with the default
-MISLEADING = ("no_memory", "memory_temperature_1", "memories_shuffled", "overlap_misaligned", "head_rotated")
-STUDY_VARIANTS = [*q.VARIANTS, "overlap_misaligned", "memories_shuffled", "head_rotated"]
-# derived cases: fewer variants (the informative ones) to keep the zoo's time bounded
-DERIVED_VARIANTS = [
-    "default", "no_memory", "no_noise", "noise_1.0", "steps_5", "steps_20", "memory_temperature_1", "temperature_2",
-    "extend", "overlap_misaligned", "memories_shuffled", "head_rotated",
-]  # fmt: skip
-
-
-# ---------------------------------------------------------------- cases
-
-
-def _permute_rows(n: int, seed: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-
-
-def misaligned(features: BridgeFeatures, seed: int = 17) -> BridgeFeatures:
-    """The overlap's Y rows shuffled against its X rows (a fixed permutation)."""
-    perm = _permute_rows(len(features.overlap_y), seed)
-    return BridgeFeatures(features.overlap_x, features.overlap_y[perm], features.memory_x, features.memory_y)
-
-
-def rotation(dim: int, seed: int = 17) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    qmat, r = torch.linalg.qr(torch.randn(dim, dim, generator=g))
-    return qmat * torch.sign(torch.diagonal(r))[None]
-
-
-class Rotated(torch.nn.Module):
-    """A head followed by a fixed orthogonal map, re-normalised."""
-
-    def __init__(self, head: torch.nn.Module, rot: torch.Tensor) -> None:
-        super().__init__()
-        self.head = head
-        self.register_buffer("rot", rot)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(self.head(x) @ self.rot, dim=-1)
-
-
-class Frozen(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(x, dim=-1)
-
-
-class shuffled_memory_values:
-    """Context: every memory softmax over memory_x / memory_y returns the values of a fixed random permutation of
-    its rows (keys stay the true items): each pseudo embedding is a real memory item, of (mostly) a wrong class."""
-
-    def __init__(self, seed: int = 17) -> None:
-        self.seed, self.original = seed, _cmcr_pairs.TrainingData.retrieve
-
-    def __enter__(self):
-        original, seed = self.original, self.seed
-
-        def retrieve(data, queries, memory, **options):
-            is_memory = memory is data.memory_x or memory is data.memory_y
-            if is_memory and "values" not in options and "rows" not in options:
-                options["values"] = memory[_permute_rows(len(memory), seed + len(memory))]
-            return original(data, queries, memory, **options)
-
-        _cmcr_pairs.TrainingData.retrieve = retrieve
-        return self
-
-    def __exit__(self, *exc):
-        _cmcr_pairs.TrainingData.retrieve = self.original
-
-
-def _select(features: BridgeFeatures, keep_x, keep_y) -> BridgeFeatures:
-    return BridgeFeatures(features.overlap_x, features.overlap_y, features.memory_x[keep_x], features.memory_y[keep_y])
+MISLEADING = quality_zoo.MISLEADING
+variant_features, load_heads = quality_zoo.variant_features, quality_zoo.load_heads
 
 
 def build_case(name: str, data_dir: Path) -> q.BridgeCase:
-    if name in ("digits", "digits_class_gap", "digits_small_memory"):
-        base = q._digits_case(data_dir, FEATURE_DIR, False)
-        if name == "digits":
-            return base
-        if name == "digits_small_memory":
-            return q.BridgeCase(name, q._starve(base.features, 50), base.config, base.true_quality)
-        data = digits.full_data(data_dir)
-        keep_x = torch.from_numpy(np.flatnonzero(np.isin(data.audio_memory_labels, range(6))))
-        keep_y = torch.from_numpy(np.flatnonzero(np.isin(data.image_memory_labels, range(2, 10))))
-        return q.BridgeCase(name, _select(base.features, keep_x, keep_y), base.config, base.true_quality)
-    make = {"hard": q._hard_case, "modelnet10": q._modelnet10_case}[name]
-    return make(data_dir, FEATURE_DIR, False)
-
-
-def variant_features(case: q.BridgeCase, variant: str) -> BridgeFeatures:
-    """The features a variant trains on (and that its card's estimate reads)."""
-    if variant == "memory_50_rows":
-        return q._starve(case.features)
-    if variant == "overlap_misaligned":
-        return misaligned(case.features)
-    return case.features
-
-
-def _spec(head: torch.nn.Module) -> dict[str, Any] | None:
-    return head.spec.model_dump() if isinstance(head, ProjectionHead) else None
-
-
-def train_variant(case: q.BridgeCase, variant: str, out: Path, default_fit=None) -> dict[str, Any]:
-    start = time.perf_counter()
-    features = variant_features(case, variant)
-    if variant == "head_rotated":
-        fit = default_fit
-        if fit is None:  # the default from the zoo
-            from types import SimpleNamespace
-
-            hx, hy, dmeta = load_heads(out.parent / "default")
-            fit = SimpleNamespace(head_x=hx, head_y=hy, held_out=torch.tensor(dmeta["val_idx"], dtype=torch.long))
-        rot = rotation(fit.head_y.spec.out_dim)
-        head_x, head_y = fit.head_x, Rotated(fit.head_y, rot)
-        tensors = {"rotation": rot.contiguous()}
-    else:
-        change = q.VARIANTS.get(variant, {})
-        config = CMCRConfig(**{**case.config, **change})
-        if variant == "memories_shuffled":
-            with shuffled_memory_values():
-                fit = fit_heads(features, config, show_progress_bar=False)
-        else:
-            fit = fit_heads(features, config, show_progress_bar=False)
-        head_x, head_y, tensors = fit.head_x, fit.head_y, {}
-    from spacegraph._quality import heads_quality
-
-    val_idx = fit.held_out if fit.held_out is not None else torch.arange(0)
-    card_quality = heads_quality(head_x.eval(), head_y.eval(), features, val_idx)
-    truth = case.true_quality(head_x, head_y)
-    for side, head in (("x", fit.head_x), ("y", fit.head_y)):
-        tensors.update({f"head_{side}.{k}": v.contiguous() for k, v in head.state_dict().items()})
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, out / "heads.safetensors")
-    meta = {
-        "case": case.name,
-        "variant": variant,
-        "true_mAP": truth,
-        "card_estimate": card_quality.get("estimate"),
-        "held_out_R@1": card_quality.get("held_out_R@1"),
-        "features": {"memory_50_rows": "starve50", "overlap_misaligned": "misaligned"}.get(variant, "case"),
-        "spec_x": _spec(fit.head_x),
-        "spec_y": _spec(fit.head_y),
-        "rotated": variant == "head_rotated",
-        "val_idx": val_idx.tolist(),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-    (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    return fit
-
-
-def load_heads(folder: Path) -> tuple[torch.nn.Module, torch.nn.Module, dict[str, Any]]:
-    meta = json.loads((folder / "meta.json").read_text())
-    tensors = load_file(folder / "heads.safetensors")
-    heads = []
-    for side in ("x", "y"):
-        spec = meta[f"spec_{side}"]
-        if spec is None:
-            heads.append(Frozen())
-            continue
-        head = ProjectionHead(HeadSpec(**spec))
-        prefix = f"head_{side}."
-        head.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
-        heads.append(head.eval())
-    if meta["rotated"]:
-        heads[1] = Rotated(heads[1], tensors["rotation"])
-    return heads[0], heads[1], meta
+    return quality_zoo.build_case(name, data_dir, FEATURE_DIR)
 
 
 def zoo(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     for name in args.cases:
         case = build_case(name, Path(args.data))
-        variants = STUDY_VARIANTS if name in ("digits", "hard", "modelnet10") else DERIVED_VARIANTS
-        if name == "digits_small_memory":
-            variants = [v for v in variants if v != "memory_50_rows"]
-        default_fit = None
-        for variant in variants:
-            out = ZOO / name / variant
-            if (out / "meta.json").exists():
-                print(f"{name}/{variant}: cached", flush=True)
-                continue
-            fit = train_variant(case, variant, out, default_fit)
-            if variant == "default":
-                default_fit = fit
-            meta = json.loads((out / "meta.json").read_text())
-            print(
-                f"{name}/{variant}: true {meta['true_mAP']:.3f} card {meta['card_estimate']:.3f} ({meta['seconds']} s)",
-                flush=True,
-            )
+        for variant in quality_zoo.case_variants(name):
+            if not args.variants or variant in args.variants:
+                meta = quality_zoo.ensure_bridge(case, variant, ZOO / name / variant)[2]
+                print(f"{name}/{variant}: true {meta['true_mAP']:.3f} card {meta['card_estimate']:.3f}", flush=True)
 
 
 # ---------------------------------------------------------------- scoring
@@ -404,8 +228,12 @@ def why(args: argparse.Namespace) -> None:
                 def within(z, side, labels=labels, levels=levels, weights=weights):
                     s = z @ z.T
                     s.fill_diagonal_(-1e4)
+                    orders = (ranking(s), ranking(s.T))
                     prec = torch.stack(
-                        [sq._level_precisions(s, labels.levels[k][side], labels.levels[k][side]) for k in levels]
+                        [
+                            sq._level_precisions(orders, labels.levels[k][side], labels.levels[k][side])[0]
+                            for k in levels
+                        ]
                     )
                     return float(sq._combine(prec, weights))
 
@@ -450,8 +278,8 @@ def main() -> None:
     sub = parser.add_subparsers(dest="step", required=True)
     z = sub.add_parser("zoo")
     z.add_argument("--data", default="/work/shared/data")
-    z.add_argument("--cases", nargs="+", default=["digits", "hard", "modelnet10", "digits_class_gap",
-                                                   "digits_small_memory"])  # fmt: skip
+    z.add_argument("--cases", nargs="+", default=list(quality_zoo.CASES))
+    z.add_argument("--variants", nargs="*", help="only these variants (default: the case's set)")
     s = sub.add_parser("score")
     s.add_argument("--data", default="/work/shared/data")
     s.add_argument("--cases", nargs="*")

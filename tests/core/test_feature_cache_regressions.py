@@ -45,16 +45,12 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-
-
 def test_text_with_a_long_segment_encodes(tmp_path):
     space = ContentSpace()
     texts = ["x" * 300, "a caption " + "y" * 300 + " end", "/" + "z" * 256]
     got = sg.FeatureStore(tmp_path).encode(space, "text", "long", texts)
     torch.testing.assert_close(got, space.encode("text", texts), atol=0, rtol=0)
     inputs_digest(["w" * 300], "audio")  # a media str that names no file is hashed as the string, no OSError
-
-
 
 
 def test_texts_a_double_slash_b_and_a_slash_b_are_not_confused(tmp_path):
@@ -187,8 +183,6 @@ def test_manifest_of_format_1_is_extracted_again(tmp_path):
     assert torch.equal(store.encode(space, "audio", "clips", inputs), first) and calls == [10, 10, 5]
 
 
-
-
 @pytest.mark.parametrize("name", ["../../x", "/abs/path", "openclip:ViT-B/32", "..", "a/../../b"])
 def test_space_names_never_leave_the_cache_root(tmp_path, name):
     if name == "/abs/path":
@@ -234,7 +228,6 @@ def test_other_inputs_replace_only_the_cache_files(tmp_path):
         "shard-old",
     ]
     assert torch.equal(second, first[:12]) and (folder / "notes.txt").read_text() == "mine"
-
 
 
 WRITER = """

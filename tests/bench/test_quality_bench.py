@@ -1,0 +1,105 @@
+"""``spacegraph bench quality``'s parts: the bridge zoo trains each variant once and caches it, the misleading
+variants are what they say, real-encoder geometry is applied to training and truth alike, and every case's
+held-out figure comes from the setting chosen on the other cases."""
+
+import torch
+import torch.nn.functional as F
+from spacegraph_bench import quality_estimates, quality_zoo
+from spacegraph_bench.quality import BridgeCase
+from spacegraph_bridges import _cmcr_pairs
+
+from spacegraph import BridgeFeatures
+from spacegraph._quality import ESTIMATE_SETTINGS
+
+
+def _clusters(labels: torch.Tensor, centres: torch.Tensor, seed: int) -> torch.Tensor:
+    noise = torch.randn(len(labels), centres.shape[1], generator=torch.Generator().manual_seed(seed))
+    return F.normalize(centres[labels] + 0.3 * noise, dim=1)
+
+
+def tiny_case() -> BridgeCase:
+    centres = F.normalize(torch.randn(4, 12, generator=torch.Generator().manual_seed(0)), dim=1)
+    labels = torch.arange(240) % 4
+    features = BridgeFeatures(
+        _clusters(labels, centres, 1), _clusters(labels, centres, 2), _clusters(labels, centres, 3),
+        _clusters(labels, centres, 4),
+    )  # fmt: skip
+    test = _clusters(labels[:80], centres, 5)
+
+    def truth(head_x, head_y):
+        with torch.inference_mode():
+            scores = head_x.eval()(test) @ head_y.eval()(test).T
+        return float((labels[:80][scores.argmax(dim=1)] == labels[:80]).float().mean())
+
+    config = {"steps": 20, "hidden_dim": 32, "out_dim": 16, "batch_size": 32, "seed": 0}
+    return BridgeCase("tiny", features, config, truth)
+
+
+def test_a_variant_is_trained_once_then_loaded_with_the_same_heads(tmp_path):
+    case = tiny_case()
+    head_x, _, meta = quality_zoo.ensure_bridge(case, "default", tmp_path / "default")
+    again_x, _, again = quality_zoo.ensure_bridge(case, "default", tmp_path / "default")
+    rows = case.features.memory_x[:10]
+    assert torch.allclose(head_x(rows), again_x(rows)) and again == meta
+    assert 0 <= meta["true_mAP"] <= 1 and meta["card_estimate"] is not None
+    assert sorted(p.name for p in (tmp_path / "default").iterdir()) == ["heads.safetensors", "meta.json"]
+
+
+def test_head_rotated_is_the_default_turned_and_memories_shuffled_restores_retrieval(tmp_path):
+    case = tiny_case()
+    _, default_y, _ = quality_zoo.ensure_bridge(case, "default", tmp_path / "default")
+    _, rotated_y, meta = quality_zoo.ensure_bridge(case, "head_rotated", tmp_path / "head_rotated")
+    rows = case.features.memory_y[:10]
+    turn = quality_zoo.rotation(16)
+    assert meta["rotated"] and torch.allclose(rotated_y(rows), F.normalize(default_y(rows) @ turn, dim=1), atol=1e-5)
+    original = _cmcr_pairs.TrainingData.retrieve
+    quality_zoo.ensure_bridge(case, "memories_shuffled", tmp_path / "memories_shuffled")
+    assert _cmcr_pairs.TrainingData.retrieve is original
+
+
+def test_misaligned_overlap_keeps_the_rows_but_not_their_pairing():
+    features = tiny_case().features
+    moved = quality_zoo.misaligned(features)
+    assert torch.equal(moved.overlap_x, features.overlap_x)
+    assert torch.equal(moved.overlap_y.sort(dim=0).values, features.overlap_y.sort(dim=0).values)
+    assert (moved.overlap_y != features.overlap_y).any(dim=1).float().mean() > 0.9
+
+
+def test_geometry_puts_a_modality_in_a_cone_and_the_truth_reads_it_too():
+    case = tiny_case()
+    cone = quality_zoo.with_geometry(case, "tiny_cone")
+    spread = lambda rows: float(F.normalize(rows, dim=1).mean(dim=0).norm())  # 1: every row alike
+    assert spread(cone.features.memory_x) > spread(case.features.memory_x) + 0.2
+    seen = []
+
+    def recording_truth(head_x, head_y):
+        seen.append(head_x(case.features.memory_x[:5]))
+        return 0.5
+
+    probe = quality_zoo.with_geometry(BridgeCase("t", case.features, case.config, recording_truth), "t_cone")
+    assert probe.true_quality(torch.nn.Identity(), torch.nn.Identity()) == 0.5
+    assert torch.allclose(seen[0], cone.features.memory_x[:5])  # the truth's items went through the geometry
+
+
+def _rows(true: list[float], by_setting: dict[str, list[float]]) -> list[dict]:
+    variants = ["default", "no_memory", "steps_5", "noise_1.0"]
+    return [
+        {"variant": v, "misleading": v == "no_memory", "true_mAP": t, "held_out_R@1": t,
+         "estimates": {name: by_setting[name][i] for name in ESTIMATE_SETTINGS}}
+        for i, (v, t) in enumerate(zip(variants, true))
+    ]  # fmt: skip
+
+
+def test_each_case_is_scored_with_the_setting_chosen_on_the_others():
+    true = [0.9, 0.5, 0.3, 0.1]
+    good, reversed_ = [0.8, 0.6, 0.4, 0.2], [0.2, 0.4, 0.6, 0.8]
+    names = list(ESTIMATE_SETTINGS)
+    wins_elsewhere = {name: good if name == names[1] else reversed_ for name in names}
+    wins_here = {name: good if name == names[2] else reversed_ for name in names}
+    datasets = {case: {"rows": _rows(true, wins_elsewhere)} for case in ("a", "b", "c")}
+    datasets["d"] = {"rows": _rows(true, wins_here)}
+    top = quality_estimates.analyse(datasets)
+    assert datasets["d"]["held_out_setting"] == names[1] and datasets["d"]["spearman_held_out"] == -1.0
+    assert datasets["d"]["misleading_at_or_above_default"] == ["no_memory"] and not datasets["d"]["passes"]
+    assert datasets["a"]["held_out_setting"] == names[1] and datasets["a"]["passes"]
+    assert top["cases_passing"] == 3 and top["best_setting_on_all"] == names[1]

@@ -1,0 +1,92 @@
+"""The estimate's two open design choices (``EstimateSettings``): class-balanced queries and labels read through
+each memory's own clusters; bad settings are refused."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spacegraph._quality import (
+    ESTIMATE_SETTINGS,
+    EstimateData,
+    EstimateSettings,
+    PseudoLabels,
+    modality_alignment,
+    pseudo_map,
+)
+from tests.core.test_estimates_carry_intervals import clustered, identity
+
+
+@pytest.fixture(scope="module")
+def world():
+    centres = F.normalize(torch.randn(4, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    overlap = clustered(400, centres, 0.25, 1)
+    return centres, overlap
+
+
+def test_bad_settings_are_refused_with_what_is_accepted():
+    with pytest.raises(ValueError, match="balance is 'queries' or 'classes'"):
+        EstimateSettings(balance="items")
+    with pytest.raises(ValueError, match="a power >= 0"):
+        EstimateSettings(gap_power=-1)
+    assert len(ESTIMATE_SETTINGS) == 16 and "classes/items/gap0.5" in ESTIMATE_SETTINGS
+
+
+def test_class_balance_takes_away_what_a_hub_ranking_gains_from_one_large_class(world):
+    centres, overlap = world
+    generator = torch.Generator().manual_seed(2)
+    # memory x: 80% of class 0; memory y: balanced
+    labels_x = torch.where(
+        torch.rand(500, generator=generator) < 0.8, 0, torch.randint(1, 4, (500,), generator=generator)
+    )
+    mx = F.normalize(centres[labels_x] + 0.25 * torch.randn(500, 16, generator=generator), dim=1)
+    my = clustered(400, centres, 0.25, 3)
+    labels = PseudoLabels(overlap, overlap, mx, my, cluster_counts=(4,))
+    # a hub bridge: every A item lands on class 0's centre, so every A query ranks the C items of class 0 first
+    hub = centres[0].expand_as(mx)
+    by_queries, by_classes = (pseudo_map(hub, my, labels, balance) for balance in ("queries", "classes"))
+    assert by_classes < by_queries - 0.15
+    assert pseudo_map(mx, my, labels, "classes") > by_classes + 0.4  # an honest bridge stays well above
+
+
+def test_cluster_labels_give_every_item_its_memory_clusters_class(world):
+    centres, overlap = world
+    mx, my = clustered(600, centres, 0.25, 4), clustered(600, centres, 0.25, 5)
+    by_item = PseudoLabels(overlap, overlap, mx, my, cluster_counts=(4,))
+    by_cluster = PseudoLabels(overlap, overlap, mx, my, cluster_counts=(4,), by_cluster=True)
+    item_x, cluster_x = by_item.levels[4][0], by_cluster.levels[4][0]
+    assert (item_x == cluster_x).float().mean() > 0.9  # clean data: the same classes
+    members = torch.nonzero(cluster_x == cluster_x[0]).squeeze(1)
+    assert len(members) > 50  # and a cluster's items share one class
+
+
+def test_rescored_data_shares_the_items_and_labels(world):
+    centres, overlap = world
+    mx, my = clustered(300, centres, 0.25, 6), clustered(300, centres, 0.25, 7)
+    data = EstimateData(overlap, overlap, mx, my, settings=EstimateSettings("queries", "clusters"))
+    other = data.rescored(EstimateSettings("classes", "clusters"))
+    assert other.labels is data.labels and other.settings == EstimateSettings("classes", "clusters")
+    assert data.settings.balance == "queries"
+    with pytest.raises(ValueError, match="these labels are 'clusters'"):
+        data.rescored(EstimateSettings(labels="items"))
+    turn = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(8)))[0]
+    scrambled = other.score(identity, lambda rows: rows @ turn)["estimate"]
+    assert other.score(identity, identity)["estimate"] > scrambled + 0.2
+
+
+def test_a_bridge_that_keeps_a_modality_gap_scores_below_one_that_closes_it(world):
+    centres, overlap = world
+    mx, my = clustered(400, centres, 0.25, 8), clustered(400, centres, 0.25, 9)
+    offset = F.normalize(torch.randn(16, generator=torch.Generator().manual_seed(10)), dim=0)
+
+    def cone(sign):  # each memory in a cone of its own
+        return lambda rows: F.normalize(rows + sign * 1.5 * offset, dim=1)
+
+    assert modality_alignment(mx, my) > 0.95 and modality_alignment(cone(1)(mx), cone(-1)(my)) < 0.6
+    scored = {}
+    for power in (0.0, 0.5):
+        data = EstimateData(overlap, overlap, mx, my, settings=EstimateSettings(gap_power=power))
+        closed, kept = data.score(identity, identity), data.score(cone(1), cone(-1))
+        scored[power] = kept["estimate"] / closed["estimate"]
+        assert kept["estimate_low"] <= kept["estimate"] <= kept["estimate_high"]
+        assert kept["estimate"] == pytest.approx(kept["estimate_pseudo_map"] * kept["estimate_alignment"] ** power)
+    assert scored[0.5] < scored[0.0] - 0.1  # the pseudo-label mAP alone hardly sees the gap; the factor does
