@@ -82,7 +82,14 @@ def probe_budget(
 
 def labelled_set(case: str, data_dir: Path, feature_dir: Path) -> LabelledSet:
     """The labelled test items of a ``bench quality`` dataset (the digits variants share the digits test set),
-    from the features cached under ``feature_dir``."""
+    from the features cached under ``feature_dir``; a ``_cone`` case's items through its geometry."""
+    if case.endswith("_cone"):
+        from .quality_zoo import cone_geometry
+
+        base = labelled_set(case.removesuffix("_cone"), data_dir, feature_dir)
+        to_x, to_y = (cone_geometry(rows.shape[1], side, memory=True) for side, rows in enumerate((base.x, base.y)))
+        with torch.inference_mode():
+            return LabelledSet(to_x(base.x), base.x_labels, to_y(base.y), base.y_labels)
     if case.startswith("digits"):
         data = digits.full_data(data_dir)
         spaces = load_space(digits.AUDIO_SPACE), load_space(digits.IMAGE_SPACE)
@@ -97,7 +104,7 @@ def labelled_set(case: str, data_dir: Path, feature_dir: Path) -> LabelledSet:
         spaces = {name: load_space(name) for name in (modelnet10.POINT_SPACE, modelnet10.TEXT_SPACE)}
         m = modelnet10._extract(spaces, data_dir, FeatureStore(feature_dir / "modelnet10-features"), False)
         return LabelledSet(m["test_clouds"], _labels(m["test_labels"]), m["prompts"], torch.arange(len(m["prompts"])))
-    raise ValueError(f"no labelled set for dataset {case!r}; known: digits*, hard, modelnet10")
+    raise ValueError(f"no labelled set for dataset {case!r}; known: digits*, hard, modelnet10 and their _cone cases")
 
 
 def _labels(labels: Any) -> torch.Tensor:

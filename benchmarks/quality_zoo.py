@@ -114,16 +114,22 @@ class Geometry(torch.nn.Module):
         return F.normalize(x + self.offset * self.direction, dim=-1)
 
 
-def with_geometry(case: q.BridgeCase, name: str, *, offset: float = 0.6, distortion: float = 2.2) -> q.BridgeCase:
+CONE_OFFSET, CONE_DISTORTION = 0.6, 2.2
+
+
+def cone_geometry(dim: int, side: int, *, memory: bool) -> Geometry:
+    """The ``_cone`` cases' geometry of one modality: side 0 (X) or 1 (Y), its overlap or its memory modality."""
+    distortion = CONE_DISTORTION if memory else 0.0
+    return Geometry(dim, offset=CONE_OFFSET, distortion=distortion, seed=2 * memory + side)
+
+
+def with_geometry(case: q.BridgeCase, name: str) -> q.BridgeCase:
     """The case with real-encoder geometry: each side's overlap and memory modalities in cones of their own, the
     memory modalities distorted (digit zero-shot about 0.94 audio, 0.88 images); the truth reads the same
     transformed items."""
     f = case.features
-    sides = ((f.overlap_x, False), (f.overlap_y, False), (f.memory_x, True), (f.memory_y, True))
-    ox, oy, mx, my = (
-        Geometry(rows.shape[1], offset=offset, distortion=distortion if memory else 0.0, seed=seed)
-        for seed, (rows, memory) in enumerate(sides)
-    )
+    ox, oy = (cone_geometry(rows.shape[1], side, memory=False) for side, rows in enumerate((f.overlap_x, f.overlap_y)))
+    mx, my = (cone_geometry(rows.shape[1], side, memory=True) for side, rows in enumerate((f.memory_x, f.memory_y)))
     with torch.inference_mode():
         features = BridgeFeatures(ox(f.overlap_x), oy(f.overlap_y), mx(f.memory_x), my(f.memory_y))
 

@@ -1,5 +1,5 @@
 """The probe budget: how many labelled items per class rank each ``bench quality`` dataset's bridges as their
-true mAP does. Reads the bridge zoo that ``quality_study.py zoo`` trained (runs/quality-zoo).
+true mAP does. Reads the bridge zoo that ``spacegraph bench quality --out runs`` trained (runs/quality-zoo).
 
     python benchmarks/scripts/probe_budget.py --data ../shared/data [--json runs/probe-budget.json]
 """

@@ -70,6 +70,8 @@ def test_geometry_puts_a_modality_in_a_cone_and_the_truth_reads_it_too():
     cone = quality_zoo.with_geometry(case, "tiny_cone")
     spread = lambda rows: float(F.normalize(rows, dim=1).mean(dim=0).norm())  # 1: every row alike
     assert spread(cone.features.memory_x) > spread(case.features.memory_x) + 0.2
+    same = quality_zoo.cone_geometry(12, 0, memory=True)(case.features.memory_x)  # what probes of the case read
+    assert torch.allclose(cone.features.memory_x, same)
     seen = []
 
     def recording_truth(head_x, head_y):
