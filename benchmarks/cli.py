@@ -15,7 +15,9 @@ BENCHMARKS = ["digits", "multihop", "modelnet10", "hard", "quality"]
 
 def add_demo(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="connect the shipped audio-text and image-text spaces; runs offline")
-    demo.add_argument("--out", default="runs/demo", help="folder for cached features and the bridge")
+    demo.add_argument(
+        "--out", default="runs/demo", help="folder for cached features and the bridge (default runs/demo)"
+    )
     demo.add_argument("--ablations", action="store_true", help="also train the three ablations")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=run_demo)
@@ -31,7 +33,7 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, help="seed of every training run (hard: runs seeds N, N+1 and N+2)"
     )
     bench.add_argument("--no-ablations", action="store_true", help="digits, hard: skip the ablations")
-    bench.add_argument("--quiet", action="store_true")
+    bench.add_argument("--quiet", action="store_true", help="no progress bars")
     bench.set_defaults(run=run_bench)
 
 
@@ -47,13 +49,23 @@ def run_demo(args: argparse.Namespace) -> int:
     bridge = sg.Bridge.load(record["bridge_path"])
     graph = sg.SpaceGraph([sg.load_space(digits.AUDIO_SPACE), sg.load_space(digits.IMAGE_SPACE)], [bridge])
     route = graph.connect("audio", "image")
-    scores = route.similarity(data.audio_queries[:3], data.image_gallery)
     print(f"\n{route}")
-    for path, row in zip(data.audio_queries[:3], scores):
-        top = data.image_gallery_labels[row.topk(5).indices.numpy()].tolist()
-        print(f"  {Path(path).name}: digits of the top-5 images {top}")
+    _show_queries(route, data)
     print(f"\nbridge saved at {record['bridge_path']}")
     return 0
+
+
+def _show_queries(route, data) -> None:
+    """The first audio query of each digit and up to three whose top image is another digit, each with the digits
+    of its top-5 images through ``route``."""
+    scores = route.similarity(list(data.audio_queries), data.image_gallery)
+    labels = data.audio_query_labels.tolist()
+    tops = [data.image_gallery_labels[row.topk(5).indices.numpy()].tolist() for row in scores]
+    missed = [i for i, (digit, top) in enumerate(zip(labels, tops)) if top[0] != digit]
+    print(f"the digits of the top-5 images; {len(missed)} of {len(labels)} spoken queries find another digit first")
+    for i in [labels.index(digit) for digit in sorted(set(labels))] + missed[:3]:
+        name, digit, top = Path(data.audio_queries[i]).name, labels[i], tops[i]
+        print(f"  {name} (spoken {digit}): {top}, {sum(d == digit for d in top)} of 5 right")
 
 
 def run_bench(args: argparse.Namespace) -> int:

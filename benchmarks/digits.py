@@ -205,9 +205,9 @@ def run(
     route = graph.connect("audio", "image")
     metrics = both_directions(route.project("audio", f.audio_queries), route.project("image", f.image_gallery), data)
 
-    def fit(features: BridgeFeatures, **overrides: Any) -> dict[str, dict[str, float]]:
-        result = fit_heads(features, CMCRConfig(**{**config, **overrides}), show_progress_bar=progress)
-        return score_heads(result, f, data)
+    def fit(features: BridgeFeatures, label: str, **overrides: Any) -> dict[str, dict[str, float]]:
+        config_here = CMCRConfig(**{**config, **overrides})
+        return score_heads(fit_heads(features, config_here, show_progress_bar=progress, progress_label=label), f, data)
 
     return {
         "benchmark": "digits",
@@ -220,10 +220,14 @@ def run(
             },
             "text_pivot": text_pivot(f, data),
             # The same heads trained with InfoNCE on real pairs: no memory, no intra loss.
-            "paired_upper_bound": fit(class_matched_pairs(f, data, config["seed"]), use_memory=False, intra_weight=0.0),
+            "paired_upper_bound": fit(
+                class_matched_pairs(f, data, config["seed"]), "paired upper bound", use_memory=False, intra_weight=0.0
+            ),
         },
         "ablations": {
-            name: fit(f.bridge_features(), **overrides) for name, overrides in ABLATIONS.items() if ablations
+            name: fit(f.bridge_features(), f"ablation {name}", **overrides)
+            for name, overrides in ABLATIONS.items()
+            if ablations
         },
         "zero_shot": zero_shot(f, data),
         "bridge_quality": bridge.card.quality,

@@ -303,16 +303,19 @@ def _batch_pairs(
         yield batch, None if pseudo_rows is None else next(pseudo_rows).to(device)
 
 
-def train_heads(features: BridgeFeatures, config: CMCRConfig, *, show_progress_bar: bool = True) -> FitResult:
+def train_heads(
+    features: BridgeFeatures, config: CMCRConfig, *, show_progress_bar: bool = True, progress_label: str = "C-MCR"
+) -> FitResult:
     """Train the two heads on cached features, unmeasured (``quality`` holds the pseudo-pair count); seeded and
     repeatable on CPU, and the same under ``torchrun`` (see :class:`TrainingRun`). A diverging run (a non-finite
-    loss or head) stops with a ValueError that names the step: it never returns heads that give NaN."""
+    loss or head) stops with a ValueError that names the step: it never returns heads that give NaN.
+    ``progress_label`` names the progress bar."""
     run = TrainingRun.start(features, config)
     head_x, head_y = run.head_x, run.head_y
     tracker = EstimateTracker(features) if config.select_by_estimate else None
     history: list[dict[str, float]] = []
     run.step.model.train()
-    progress = progress_range(config.steps, "C-MCR", show_progress_bar=show_progress_bar)
+    progress = progress_range(config.steps, progress_label, show_progress_bar=show_progress_bar)
     for step in progress:
         losses = run.train_step(step)
         last = step == config.steps - 1
@@ -329,8 +332,10 @@ def train_heads(features: BridgeFeatures, config: CMCRConfig, *, show_progress_b
     return FitResult(head_x.cpu().eval(), head_y.cpu().eval(), quality, history, run.val_idx)
 
 
-def fit_heads(features: BridgeFeatures, config: CMCRConfig, *, show_progress_bar: bool = True) -> FitResult:
+def fit_heads(
+    features: BridgeFeatures, config: CMCRConfig, *, show_progress_bar: bool = True, progress_label: str = "C-MCR"
+) -> FitResult:
     """:func:`train_heads`, then the heads measured as a card records them (:func:`measure_quality`)."""
-    fit = train_heads(features, config, show_progress_bar=show_progress_bar)
+    fit = train_heads(features, config, show_progress_bar=show_progress_bar, progress_label=progress_label)
     fit.quality = {**measure_quality(fit.head_x, fit.head_y, features, fit.held_out, method="C-MCR"), **fit.quality}
     return fit

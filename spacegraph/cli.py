@@ -10,7 +10,7 @@ import os
 import sys
 import tempfile
 import time
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint, entry_points, version
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +181,7 @@ def _add_plugin_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spacegraph", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"spacegraph {version('spacegraph')}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     extract = sub.add_parser(

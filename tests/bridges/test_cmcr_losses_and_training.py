@@ -137,3 +137,8 @@ def test_method_refuses_bad_features(toy_spaces):
         method.train(x.spec, y.spec, "text", no_memories, {"use_memory": True}, show_progress_bar=False)
     with pytest.raises(ValueError, match="unknown modality 'txt'"):
         method.train(x.spec, y.spec, "txt", sg.BridgeFeatures(*good))
+
+
+def test_the_progress_bar_carries_the_given_name(capsys):
+    fit_heads(_aligned_features(), CMCRConfig(**{**SMALL, "steps": 3}), progress_label="paired upper bound")
+    assert "paired upper bound" in capsys.readouterr().err

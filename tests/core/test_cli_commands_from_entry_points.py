@@ -8,6 +8,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 import pytest
 
+import spacegraph
 from spacegraph import cli
 
 PLUGIN = """
@@ -81,3 +82,9 @@ def test_a_plugin_cannot_take_a_core_command(commands, capsys, caplog):
         assert cli.main(["list"]) == 0
     assert "bridge methods: cmcr" in capsys.readouterr().out
     assert "command plugin 'list' (fake_commands:add_list) is skipped: a command of that name exists" in caplog.text
+
+
+def test_version_prints_the_installed_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.build_parser().parse_args(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"spacegraph {spacegraph.__version__}"
