@@ -71,10 +71,20 @@ def atomic_dir(final: str | os.PathLike, own: Collection[str] = ()) -> Iterator[
         payload = box / final.name
         payload.mkdir()
         yield payload
+        _usual_modes(payload)
         _check_replaceable(final, own)
         _swap(payload, final)
     finally:
         _remove_box(box)
+
+
+def _usual_modes(folder: Path) -> None:
+    """Give the files a save wrote the modes the user's umask gives any new file (writers such as safetensors'
+    ``save_file`` make 0600 temporaries), so a shared folder's readers can read them."""
+    mode = 0o666 & ~_umask()
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(mode)
 
 
 def recover_interrupted_save(final: str | os.PathLike) -> Path:
