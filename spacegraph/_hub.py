@@ -9,6 +9,7 @@ import os
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,6 +23,24 @@ if TYPE_CHECKING:
     from ._bridge import BridgeCard
 
 HUB_EXTRA = "hub"
+
+
+@dataclass(frozen=True)
+class HubDownload:
+    """How a repo id is fetched: ``huggingface_hub.hf_hub_download``'s ``revision``, ``cache_dir``, ``token``,
+    ``force_download`` and ``local_files_only``."""
+
+    revision: str | None = None
+    cache_dir: str | os.PathLike | None = None
+    token: str | bool | None = None
+    force_download: bool = False
+    local_files_only: bool = False
+
+    def given(self) -> list[str]:
+        """The options set away from their defaults."""
+        return [f.name for f in fields(self) if getattr(self, f.name) != f.default]
+
+
 LICENSE_KEYS = ("data_license", "license")  # where a card's training dict records the licence of its data
 LONGEST_CELL = 120  # characters of a training setting shown in the card's table
 
@@ -31,17 +50,16 @@ def resolve_folder(
     files: Collection[str],
     *,
     what: str,
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    download: HubDownload = HubDownload(),
 ) -> Path:
     """The local folder holding ``files`` for ``source``: an existing folder as it is, else a Hub repo id
-    (``org/name``) looked up through huggingface_hub: its cache first, downloaded unless ``HF_HUB_OFFLINE`` is set.
-    A ``Path`` is always a local folder. ``what`` names the artifact in errors (e.g. ``"bridge"``)."""
+    (``org/name``) looked up through huggingface_hub (as ``download`` says): its cache first, downloaded unless
+    ``HF_HUB_OFFLINE`` is set. A ``Path`` is always a local folder. ``what`` names the artifact in errors."""
     folder = Path(source)
     recover_interrupted_save(folder)  # a save killed between the renames of its swap
     if folder.is_dir() or isinstance(source, os.PathLike):
         return check_folder(folder, files, what)
-    return _download(str(source), files, what=what, revision=revision, cache_dir=cache_dir)
+    return _download(str(source), files, what=what, download=download)
 
 
 def check_folder(folder: Path, files: Collection[str], what: str) -> Path:
@@ -54,14 +72,13 @@ def check_folder(folder: Path, files: Collection[str], what: str) -> Path:
     return folder
 
 
-def _download(
-    repo_id: str, files: Iterable[str], *, what: str, revision: str | None, cache_dir: str | os.PathLike | None
-) -> Path:
+def _download(repo_id: str, files: Iterable[str], *, what: str, download: HubDownload) -> Path:
     """The snapshot folder of ``repo_id`` holding ``files`` (all of one revision), from the cache or the Hub."""
     hub = require("huggingface_hub", HUB_EXTRA)
     errors = require("huggingface_hub.errors", HUB_EXTRA)  # submodules are not attributes until imported
+    options = {f.name: getattr(download, f.name) for f in fields(download)}
     try:
-        paths = [hub.hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir) for name in files]
+        paths = [hub.hf_hub_download(repo_id, name, **options) for name in files]
     except errors.HFValidationError as err:
         raise SpacegraphValueError(
             f"{repo_id!r} is neither a local folder nor a Hub repo id ('org/name'): {err}"
@@ -83,9 +100,10 @@ def push_folder(
     private: bool | None = None,
     revision: str | None = None,
     commit_message: str | None = None,
+    create_pr: bool = False,
 ) -> Any:
-    """Upload ``folder`` to the Hub model repo ``repo_id`` (created if missing) with ``HfApi.upload_folder``;
-    returns its commit info."""
+    """Upload ``folder`` to the Hub model repo ``repo_id`` (created if missing) with ``HfApi.upload_folder``
+    (``revision``, ``commit_message``, ``create_pr`` as there); returns its commit info."""
     hub = require("huggingface_hub", HUB_EXTRA)
     api = hub.HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
@@ -94,6 +112,7 @@ def push_folder(
         folder_path=str(folder),
         revision=revision,
         commit_message=commit_message or f"Upload {Path(folder).name} with spacegraph",
+        create_pr=create_pr,
     )
 
 
@@ -135,25 +154,46 @@ class HubMixin(ABC):
         *,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
+        token: str | bool | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
         **kwargs: Any,
     ) -> Self:
         """Load a local folder or a Hub repo (``org/name``), found through the huggingface_hub cache or downloaded
-        unless ``HF_HUB_OFFLINE`` is set (``revision`` and ``cache_dir`` as there); ``kwargs`` go to the loader."""
-        return cls._from_folder(cls._resolve_pretrained(folder_or_repo_id, revision, cache_dir), **kwargs)
+        unless ``HF_HUB_OFFLINE`` is set (``revision``, ``cache_dir``, ``token``, ``force_download`` and
+        ``local_files_only`` as in ``hf_hub_download``); ``kwargs`` go to the loader."""
+        download = HubDownload(revision, cache_dir, token, force_download, local_files_only)
+        return cls._from_folder(cls._resolve_pretrained(folder_or_repo_id, download), **kwargs)
 
     @classmethod
-    def _resolve_pretrained(
-        cls, source: str | os.PathLike, revision: str | None, cache_dir: str | os.PathLike | None
-    ) -> Any:
+    def _resolve_pretrained(cls, source: str | os.PathLike, download: HubDownload) -> Any:
         """What :meth:`_from_folder` reads for ``source``: the local folder holding ``HUB_FILES``."""
-        return resolve_folder(source, cls.HUB_FILES, what=cls._hub_label(), revision=revision, cache_dir=cache_dir)
+        return resolve_folder(source, cls.HUB_FILES, what=cls._hub_label(), download=download)
 
-    def push_to_hub(self, repo_id: str, *, token: str | None = None, private: bool | None = None) -> Any:
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | None = None,
+        private: bool | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        create_pr: bool = False,
+    ) -> Any:
         """Upload :meth:`save_pretrained`'s folder to the Hub model repo ``repo_id`` (created if missing) with
-        ``huggingface_hub.HfApi.upload_folder``; returns its commit info."""
+        ``huggingface_hub.HfApi.upload_folder`` (``revision``, ``commit_message``, ``create_pr`` as there); returns
+        its commit info."""
         with tempfile.TemporaryDirectory() as tmp:
             folder = self.save_pretrained(Path(tmp) / self.HUB_FOLDER)
-            return push_folder(folder, repo_id, token=token, private=private)
+            return push_folder(
+                folder,
+                repo_id,
+                token=token,
+                private=private,
+                revision=revision,
+                commit_message=commit_message,
+                create_pr=create_pr,
+            )
 
 
 def data_license(card: BridgeCard) -> str | None:

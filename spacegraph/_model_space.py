@@ -14,7 +14,7 @@ from torch import nn
 from typing_extensions import Self
 
 from ._errors import SpacegraphTypeError, SpacegraphValueError
-from ._hub import HubMixin
+from ._hub import HubDownload, HubMixin
 from ._space import Space, fingerprint_state_dict
 from ._weights import tensor_problem
 
@@ -76,16 +76,15 @@ class ModelSpace(Space, HubMixin):
         return write
 
     @classmethod
-    def _resolve_pretrained(
-        cls, source: str | os.PathLike, revision: str | None, cache_dir: str | os.PathLike | None
-    ) -> Any:
+    def _resolve_pretrained(cls, source: str | os.PathLike, download: HubDownload) -> Any:
         """A ``LIBRARY`` space passes ``source`` to its constructor, where that library resolves it."""
         if cls.LIBRARY is None:
-            return super()._resolve_pretrained(source, revision, cache_dir)
-        if revision is not None or cache_dir is not None:
+            return super()._resolve_pretrained(source, download)
+        if download.given():
+            dropped = ", ".join(f"{name}=" for name in download.given())
             raise SpacegraphValueError(
-                f"{cls.__name__} loads through {cls.LIBRARY}, which resolves repo ids itself: drop revision= and "
-                "cache_dir= (set HF_HUB_CACHE for another cache)"
+                f"{cls.__name__} loads through {cls.LIBRARY}, which resolves repo ids itself: drop {dropped} "
+                "(set HF_HUB_CACHE for another cache)"
             )
         return source
 

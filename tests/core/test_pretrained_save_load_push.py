@@ -151,7 +151,7 @@ def test_wrapper_spaces_do_not_save_their_libraries_models(monkeypatch):
     space = object.__new__(HFCLIPSpace)
     with pytest.raises(TypeError, match="HFCLIPSpace loads its model through transformers"):
         space.save_pretrained("unused")
-    with pytest.raises(ValueError, match="drop revision= and cache_dir="):
+    with pytest.raises(ValueError, match="drop revision= "):
         HFCLIPSpace.from_pretrained("openai/clip-vit-base-patch32", revision="main")
     given = []
     monkeypatch.setattr(HFCLIPSpace, "__init__", lambda self, source, **kwargs: given.append((source, kwargs)))
@@ -225,6 +225,28 @@ def test_bridge_push_to_hub_uploads_card_weights_and_readme(bridge, monkeypatch)
     assert upload[2]["repo_id"] == "me/toy-bridge" and upload[2]["commit_message"]
     assert upload[3] == ["README.md", "bridge.json", "heads.safetensors"]
     assert upload[4] == "hf_test"
+
+
+def test_push_to_hub_passes_revision_message_and_pull_request(bridge, monkeypatch):
+    calls = record_hub_calls(monkeypatch)
+    bridge.push_to_hub("me/toy-bridge", revision="dev", commit_message="retrained", create_pr=True)
+    upload = calls[1][2]
+    assert (upload["revision"], upload["commit_message"], upload["create_pr"]) == ("dev", "retrained", True)
+
+
+def test_from_pretrained_passes_the_download_options(bridge, tmp_path, hub_cache, monkeypatch):
+    fill_hub_cache(hub_cache, "someone/toy-bridge", bridge.save_pretrained(tmp_path / "bridge"))
+    seen = []
+    download = huggingface_hub.hf_hub_download
+
+    def recording(repo_id, filename, **options):
+        seen.append(options)
+        return download(repo_id, filename, **{**options, "force_download": False})  # offline: the cache serves
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", recording)
+    loaded = sg.Bridge.from_pretrained("someone/toy-bridge", token="hf_x", force_download=True, local_files_only=True)
+    assert same_bridge(loaded, bridge)
+    assert seen and all((o["token"], o["force_download"], o["local_files_only"]) == ("hf_x", True, True) for o in seen)
 
 
 def record_hub_calls(monkeypatch) -> list[tuple]:
