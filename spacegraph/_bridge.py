@@ -195,11 +195,12 @@ class Bridge(nn.Module, HubMixin):
         save_file(self._flat_state(), str(folder / WEIGHTS_FILE), metadata={"format": "spacegraph-bridge"})
         (folder / CARD_FILE).write_text(self.card.model_dump_json(indent=2), encoding="utf-8")
 
-    def _pretrained_writer(self) -> Callable[[Path], None]:
+    def _pretrained_writer(self, source: str) -> Callable[[Path], None]:
         """:meth:`save`'s files plus a generated ``README.md`` model card (spaces and fingerprints, overlap, training
-        config, data rows and licence, measured quality): the Hugging Face layout :meth:`push_to_hub` uploads."""
+        config, data rows and licences, measured quality as ``model-index`` metrics, how to load it from
+        ``source``): the Hugging Face layout :meth:`push_to_hub` uploads."""
         self.check_finite()
-        readme = bridge_readme(self.card)
+        readme = bridge_readme(self.card, source)
 
         def write(folder: Path) -> None:
             self._write_files(folder)

@@ -140,6 +140,10 @@ class BridgeCard(BaseModel):
         "item-level matching of held-out overlap data; score: a quality given by hand (it overrides the estimate).",
     )
     calibration: Calibration | None = Field(None, description="Set by SpaceGraph.evaluate(..., calibrate=True).")
+    license: str | None = Field(
+        None, description="The bridge's own licence (a Hugging Face licence id such as apache-2.0), for its card."
+    )
+    data_license: str | None = Field(None, description="The licence(s) of the data it was trained on, for its card.")
 
     @classmethod
     def between(

@@ -73,10 +73,11 @@ class FeatureHeader(BaseModel):
     def n_shards(self) -> int:
         return -(-self.n_items // self.shard_rows)
 
+    def rows_in(self, index: int) -> int:
+        return min(self.shard_rows, self.n_items - index * self.shard_rows)
+
     def shard_entry(self, index: int, sha256: str) -> ShardEntry:
-        return ShardEntry(
-            file=shard_name(index), rows=min(self.shard_rows, self.n_items - index * self.shard_rows), sha256=sha256
-        )
+        return ShardEntry(file=shard_name(index), rows=self.rows_in(index), sha256=sha256)
 
     def _check_entry(self, index: int, entry: ShardEntry) -> None:
         expected = self.shard_entry(index, entry.sha256)

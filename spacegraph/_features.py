@@ -11,12 +11,13 @@ import contextlib
 import inspect
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from filelock import FileLock
+from tqdm.auto import tqdm
 
 from ._atomic import write_text_atomic
 from ._batching import batch_length
@@ -49,14 +50,15 @@ from ._space import Space, check_embeddings
 
 logger = logging.getLogger(__name__)
 
-_ShardEncoder = Callable[[int], torch.Tensor]  # shard index -> its checked float32 embeddings
+LOCKS = ".locks"  # the store's lock files, one per dataset, under root (as in huggingface_hub's cache)
+
+# (shard index, progress bar or None) -> the shard's checked float32 embeddings
+_ShardEncoder = Callable[[int, "tqdm | None"], torch.Tensor]
 
 
-def _encode_options(
-    space: Space, batch_size: int, show_progress_bar: bool, num_workers: int | None, precision: str | None
-) -> dict[str, Any]:
+def _encode_options(space: Space, batch_size: int, num_workers: int | None, precision: str | None) -> dict[str, Any]:
     """Keyword arguments for ``space.encode``; ``num_workers`` and ``precision`` only when given."""
-    options: dict[str, Any] = {"batch_size": batch_size, "show_progress_bar": show_progress_bar}
+    options: dict[str, Any] = {"batch_size": batch_size}
     accepted = inspect.signature(space.encode).parameters
     for name, value in (("num_workers", num_workers), ("precision", precision)):
         if value is not None and name not in accepted:
@@ -74,8 +76,8 @@ class FeatureStore:
       (``check_path_name``), so nothing is ever written or removed outside ``root``.
     - Integrity: every shard is verified when read. :meth:`encode` extracts a damaged shard (or manifest) again with
       a warning; :meth:`load`, which has no inputs, refuses it with a ValueError.
-    - Concurrency: a process holds a file lock (``.<dataset>.lock`` beside the dataset folder) while it encodes or
-      loads a dataset, so concurrent writers are serialised and each gets the rows of its own inputs. In a
+    - Concurrency: a process holds a file lock (``root/.locks/<space>/<modality>/<dataset>.lock``) while it encodes
+      or loads a dataset, so concurrent writers are serialised and each gets the rows of its own inputs. In a
       distributed :meth:`encode` rank 0 holds it for the whole group.
     - Distributed (``torchrun``): shard i of a fresh run goes to rank i mod N; each rank writes its shards and
       records them in its own ``progress-AAAAA-rank-RRRRR.json``; after every rank is done rank 0 writes the
@@ -84,7 +86,7 @@ class FeatureStore:
       number of processes) keeps every shard on record whose checksum still matches, extracts only the others and
       removes the killed run's temp files.
     - Deletion: the store removes only the files it writes itself (its manifest, shards, progress files and their
-      temp files).
+      temp files), and a dataset folder left empty by a failed first extraction.
       When a dataset folder holds features of other weights or inputs, those are replaced and any other file in
       it is left in place. A damaged manifest is the cache's own when it still begins like one, is empty, or sits
       beside the cache's shards; any other ``manifest.json`` is foreign: the folder is refused with a ValueError and
@@ -101,10 +103,32 @@ class FeatureStore:
         dataset = check_path_name(dataset, "dataset name")
         return self.root / path_component(space_name) / as_modality(modality).value / dataset
 
+    def _lock(self, folder: Path) -> FileLock:
+        lock = self.root / LOCKS / folder.relative_to(self.root).parent / f"{folder.name}.lock"
+        make_dir(lock.parent)
+        return FileLock(lock)
+
+    @contextlib.contextmanager
+    def _cleaned_on_failure(self, folder: Path) -> Iterator[None]:
+        """On an error, remove ``folder`` and the folders above it below ``root`` while they are empty, so that a
+        failed first extraction leaves no empty dataset folder behind."""
+        try:
+            yield
+        except BaseException:
+            for path in [folder, *folder.parents]:
+                if path == self.root or self.root not in path.parents:
+                    break
+                with contextlib.suppress(OSError):  # not empty, or already gone
+                    path.rmdir()
+            raise
+
     @staticmethod
-    def _lock(folder: Path) -> FileLock:
-        make_dir(folder.parent)
-        return FileLock(folder.parent / f".{folder.name}.lock")
+    def _bar(fresh: FeatureManifest, rows: int, show: bool) -> contextlib.AbstractContextManager[tqdm | None]:
+        """One progress bar over the ``rows`` this process reads or extracts (none unless ``show``)."""
+        if not show:
+            return contextlib.nullcontext()
+        what = f"{fresh.space}:{fresh.modality.value} {fresh.dataset}"
+        return tqdm(total=rows, desc=what, unit="item", unit_scale=True, dynamic_ncols=True)
 
     def encode(
         self,
@@ -121,7 +145,8 @@ class FeatureStore:
     ) -> torch.Tensor:
         """Embeddings of ``inputs`` by ``space``, extracted once and read from the cache afterwards.
 
-        ``num_workers`` and ``precision`` go to :meth:`Space.encode` when given; a precision other than "fp32" is part
+        ``show_progress_bar``: one bar over the dataset's rows (this rank's share under ``torchrun``), advanced per
+        batch, resumed shards included. ``num_workers`` and ``precision`` go to :meth:`Space.encode` when given; a precision other than "fp32" is part
         of the cache's fingerprint. Under ``torchrun`` with several processes (or in an initialised default process
         group of several ranks) every rank must call this with the same arguments: the ranks share out the shards,
         write exactly the files one process would write, and each returns all the features. ``distributed=False``
@@ -132,7 +157,6 @@ class FeatureStore:
         n_items = batch_length(inputs)
         if n_items == 0:
             raise SpacegraphValueError(f"no {modality.value} inputs for dataset {dataset!r}; pass at least one item")
-        options = _encode_options(space, batch_size, show_progress_bar, num_workers, precision)
         fresh = FeatureManifest(
             space=space.name,
             fingerprint=space.spec.fingerprint + ("" if precision in (None, "fp32") else f"+{precision}"),
@@ -143,19 +167,22 @@ class FeatureStore:
             dim=space.spec.dim,
             shard_rows=self.shard_rows,
         )
+        options = _encode_options(space, batch_size, num_workers, precision)
+        counts_batches = "progress_bar" in inspect.signature(space.encode).parameters
 
-        def encode_shard(index: int) -> torch.Tensor:
+        def encode_shard(index: int, bar: tqdm | None) -> torch.Tensor:
             rows = inputs[index * self.shard_rows : (index + 1) * self.shard_rows]
-            return self._checked(space.encode(modality, rows, **options), len(rows), space, modality)
+            per_batch = {"progress_bar": bar} if bar is not None and counts_batches else {}
+            return self._checked(space.encode(modality, rows, **options, **per_batch), len(rows), space, modality)
 
         rank, world_size = ensure_process_group() if distributed else (0, 1)
         if world_size > 1:
-            return self._encode_distributed(folder, fresh, encode_shard, rank, world_size)
-        with self._lock(folder):
+            return self._encode_distributed(folder, fresh, encode_shard, rank, world_size, show_progress_bar)
+        with self._lock(folder), self._cleaned_on_failure(folder), self._bar(fresh, n_items, show_progress_bar) as bar:
             manifest, recorded, _ = self._resume_or_restart(folder, fresh)
             chunks = []
             for index in range(fresh.n_shards):
-                entry, embeddings = self._verified_or_encoded(folder, fresh, index, recorded, encode_shard)
+                entry, embeddings = self._verified_or_encoded(folder, fresh, index, recorded, encode_shard, bar)
                 chunks.append(embeddings)
                 if manifest.shards[index : index + 1] != [entry]:
                     manifest.shards[index : index + 1] = [entry]
@@ -164,7 +191,13 @@ class FeatureStore:
         return torch.cat(chunks)
 
     def _encode_distributed(
-        self, folder: Path, fresh: FeatureManifest, encode_shard: _ShardEncoder, rank: int, world_size: int
+        self,
+        folder: Path,
+        fresh: FeatureManifest,
+        encode_shard: _ShardEncoder,
+        rank: int,
+        world_size: int,
+        show_progress_bar: bool,
     ) -> torch.Tensor:
         """One rank's part of a distributed :meth:`encode`. Rank 0 takes the dataset's lock for the whole group and
         reads what is on record; each rank verifies or extracts every ``world_size``-th shard, recording each shard it
@@ -183,6 +216,7 @@ class FeatureStore:
 
             def plan() -> dict[str, Any]:
                 held.enter_context(self._lock(folder))
+                held.enter_context(self._cleaned_on_failure(folder))
                 _, recorded, attempt = self._resume_or_restart(folder, fresh)
                 return {"recorded": {str(index): sorted(shas) for index, shas in recorded.items()}, "attempt": attempt}
 
@@ -193,12 +227,17 @@ class FeatureStore:
 
             def extract() -> dict[str, str]:
                 progress, shas = RankProgress.model_validate(fresh.header()), {}
-                for index in rank_share(fresh.n_shards, recorded, rank, world_size):
-                    entry, local[index] = self._verified_or_encoded(folder, fresh, index, recorded, encode_shard)
-                    shas[str(index)] = entry.sha256
-                    if entry.sha256 not in recorded.get(index, ()):
-                        progress.done[index] = entry
-                        write_text_atomic(progress_file, progress.model_dump_json(indent=2))
+                share = rank_share(fresh.n_shards, recorded, rank, world_size)
+                rows = sum(fresh.rows_in(index) for index in share)
+                with self._bar(fresh, rows, show_progress_bar) as bar:
+                    for index in share:
+                        entry, local[index] = self._verified_or_encoded(
+                            folder, fresh, index, recorded, encode_shard, bar
+                        )
+                        shas[str(index)] = entry.sha256
+                        if entry.sha256 not in recorded.get(index, ()):
+                            progress.done[index] = entry
+                            write_text_atomic(progress_file, progress.model_dump_json(indent=2))
                 return shas
 
             shas = {int(index): sha for part in on_every_rank(extract, what) for index, sha in part.items()}
@@ -225,16 +264,28 @@ class FeatureStore:
 
     @staticmethod
     def _verified_or_encoded(
-        folder: Path, header: FeatureHeader, index: int, recorded: dict[int, set[str]], encode_shard: _ShardEncoder
+        folder: Path,
+        header: FeatureHeader,
+        index: int,
+        recorded: dict[int, set[str]],
+        encode_shard: _ShardEncoder,
+        bar: tqdm | None,
     ) -> tuple[ShardEntry, torch.Tensor]:
-        """Shard ``index`` read back when it is on record and intact, else extracted and written."""
+        """Shard ``index`` read back when it is on record and intact, else extracted and written; ``bar`` (if any)
+        advances by its rows either way."""
+        done = bar.n if bar is not None else 0
+        found = None
         if index in recorded:
             try:
-                return read_shard(folder, header, index, recorded[index])
+                found = read_shard(folder, header, index, recorded[index])
             except DamagedCache as err:
                 logger.warning("%s; extracting its rows again", err)
-        embeddings = encode_shard(index)
-        return write_shard(folder, index, embeddings), embeddings
+        if found is None:
+            embeddings = encode_shard(index, bar)
+            found = write_shard(folder, index, embeddings), embeddings
+        if bar is not None:
+            bar.update(done + len(found[1]) - bar.n)  # exact, whatever the space counted
+        return found
 
     @staticmethod
     def _checked(embeddings: torch.Tensor, n_rows: int, space: Space, modality: Modality) -> torch.Tensor:

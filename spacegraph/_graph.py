@@ -345,11 +345,15 @@ class SpaceGraph:
 
         return _display.graph_html(self)
 
-    def draw(self, ax: Any = None) -> Any:
-        """A matplotlib figure of the graph (networkx drawing), into ``ax`` if given; needs the ``notebook`` extra."""
+    def draw(self, ax: Any = None, *, route: Route | None = None) -> Any:
+        """A matplotlib figure of the graph: its spaces, joint spaces and bridge heads, and dashed candidate edges
+        between spaces that share a modality; ``route`` (from :meth:`connect`) drawn in red. Into ``ax`` if given;
+        needs the ``notebook`` extra."""
         from . import _display
 
-        return _display.draw_graph(self, ax)
+        if route is not None and not isinstance(route, Route):
+            raise SpacegraphTypeError(f"route must be a Route (from graph.connect), got {type(route).__name__}")
+        return _display.draw_graph(self, ax, route)
 
 
 def _same_objects(old: list[Any], new: list[Any]) -> bool:

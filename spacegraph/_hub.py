@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from typing_extensions import Self
 
 from ._atomic import atomic_dir, recover_interrupted_save
-from ._errors import SpacegraphFileNotFoundError, SpacegraphValueError
+from ._errors import MissingExtraError, SpacegraphFileNotFoundError, SpacegraphValueError
 from ._optional import require
 
 if TYPE_CHECKING:
@@ -41,7 +42,8 @@ class HubDownload:
         return [f.name for f in fields(self) if getattr(self, f.name) != f.default]
 
 
-LICENSE_KEYS = ("data_license", "license")  # where a card's training dict records the licence of its data
+LICENSE_KEYS = ("data_license", "license")  # where older cards' training dicts record the licence of their data
+REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # "name" or "org/name", as the Hub spells them
 LONGEST_CELL = 120  # characters of a training setting shown in the card's table
 
 
@@ -59,7 +61,15 @@ def resolve_folder(
     recover_interrupted_save(folder)  # a save killed between the renames of its swap
     if folder.is_dir() or isinstance(source, os.PathLike):
         return check_folder(folder, files, what)
-    return _download(str(source), files, what=what, download=download)
+    if not REPO_ID.fullmatch(str(source)):
+        raise SpacegraphFileNotFoundError(
+            f"{source}: no such folder, and not a Hub repo id ('org/name'); give the folder of a saved {what} or "
+            "a repo id"
+        )
+    try:
+        return _download(str(source), files, what=what, download=download)
+    except MissingExtraError as err:
+        raise MissingExtraError(f"{source}: no such folder; to read it as a Hub repo id, {err}") from err
 
 
 def check_folder(folder: Path, files: Collection[str], what: str) -> Path:
@@ -131,8 +141,9 @@ class HubMixin(ABC):
         return cls.__name__
 
     @abstractmethod
-    def _pretrained_writer(self) -> Callable[[Path], None]:
-        """Refuse what cannot be saved (before anything is written); else a function filling a new folder."""
+    def _pretrained_writer(self, source: str) -> Callable[[Path], None]:
+        """Refuse what cannot be saved (before anything is written); else a function filling a new folder.
+        ``source`` is where readers will find it: the repo id of a push, else the folder."""
 
     @classmethod
     @abstractmethod
@@ -142,7 +153,10 @@ class HubMixin(ABC):
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
         """Write the folder atomically (all or nothing). An existing ``folder`` is replaced only if it holds nothing
         but this artifact's own files (see :func:`spacegraph.plugin.atomic_dir`)."""
-        write = self._pretrained_writer()
+        return self._save_pretrained(folder, source=str(folder))
+
+    def _save_pretrained(self, folder: str | os.PathLike, *, source: str) -> Path:
+        write = self._pretrained_writer(source)
         with atomic_dir(folder, own=self.HUB_OWN_FILES) as tmp:
             write(tmp)
         return Path(folder)
@@ -184,7 +198,7 @@ class HubMixin(ABC):
         ``huggingface_hub.HfApi.upload_folder`` (``revision``, ``commit_message``, ``create_pr`` as there); returns
         its commit info."""
         with tempfile.TemporaryDirectory() as tmp:
-            folder = self.save_pretrained(Path(tmp) / self.HUB_FOLDER)
+            folder = self._save_pretrained(Path(tmp) / self.HUB_FOLDER, source=repo_id)
             return push_folder(
                 folder,
                 repo_id,
@@ -197,7 +211,10 @@ class HubMixin(ABC):
 
 
 def data_license(card: BridgeCard) -> str | None:
-    """The licence of the data a bridge was trained on, if its card's training dict records one."""
+    """The licence of the data a bridge was trained on: its card's ``data_license``, else what an older card's
+    training dict records."""
+    if card.data_license:
+        return card.data_license
     for key in LICENSE_KEYS:
         value = card.training.get(key)
         if isinstance(value, str) and value.strip():
@@ -205,16 +222,55 @@ def data_license(card: BridgeCard) -> str | None:
     return None
 
 
-def bridge_readme(card: BridgeCard) -> str:
-    """A Hugging Face model card for a bridge: YAML front matter, then its spaces and their fingerprints, the
-    overlap, the training config, the data's row counts and licence, and its measured quality with the source."""
+def eval_results(card: BridgeCard) -> list[Any]:
+    """The card's measured qualities as ``model-index`` entries (huggingface_hub ``EvalResult``): the label-free
+    estimate, the held-out matching and the probe calibration, each on what it was measured on."""
+    hub = require("huggingface_hub", HUB_EXTRA)
+    task = {"task_type": "retrieval", "task_name": f"retrieval through {card.overlap.value}"}
+    measured = [
+        ("estimate", "training data (label-free)", "spacegraph-estimate", "map", "estimated mAP"),
+        ("held_out_R@1", f"held-out {card.overlap.value} data", "spacegraph-held-out", "recall_at_1", "R@1"),
+    ]
+    results = [
+        hub.EvalResult(**task, dataset_name=data, dataset_type=kind, metric_type=metric, metric_name=name,
+                       metric_value=round(card.quality[key], 4))
+        for key, data, kind, metric, name in measured
+        if key in card.quality
+    ]  # fmt: skip
+    if card.calibration is not None:
+        probe = card.calibration
+        results.append(
+            hub.EvalResult(**task, dataset_name=probe.probe, dataset_type="spacegraph-probe", metric_type="map",
+                           metric_name=f"route mAP ({probe.route})", metric_value=round(probe.route_measured, 4))
+        )  # fmt: skip
+    return results
+
+
+def _license_fields(licence: str | None) -> dict[str, str]:
+    """The card's ``license`` front matter: a licence id as the Hub spells it (lowercase), or ``other`` with the
+    text as ``license_name`` (e.g. several datasets' licences)."""
+    if licence is None:
+        return {}
+    if re.fullmatch(r"[A-Za-z0-9.+-]+", licence):
+        return {"license": licence.lower()}
+    return {"license": "other", "license_name": licence}
+
+
+def bridge_readme(card: BridgeCard, source: str) -> str:
+    """A Hugging Face model card for a bridge: YAML front matter (licences, tags, ``model-index`` metrics), then its
+    spaces and their fingerprints, the overlap, the training config, the data's row counts and licence, its measured
+    quality with the source, and how to load it from ``source`` (a repo id or folder)."""
     hub = require("huggingface_hub", HUB_EXTRA)
     licence = data_license(card)
     modalities = sorted({m.value for ref in card.spaces for m in ref.modalities})
+    results = eval_results(card)
     metadata = hub.ModelCardData(
         library_name="spacegraph",
-        license=licence,
+        **_license_fields(card.license or licence),  # trained weights carry their data's terms unless told otherwise
         tags=["spacegraph", "bridge", card.method, card.kind, *modalities],
+        model_name=card.name if results else None,
+        eval_results=results or None,
+        data_license=licence,
     )
     sections = [
         f"# Bridge `{card.name}`",
@@ -224,7 +280,7 @@ def bridge_readme(card: BridgeCard) -> str:
         "## Training\n\n" + _table(["setting", "value"], [(k, _value(v)) for k, v in sorted(card.training.items())]),
         "## Data\n\n" + _data_text(card, licence),
         "## Measured quality\n\n" + _quality_text(card),
-        "## Use\n\n" + _usage(card),
+        "## Use\n\n" + _usage(card, source),
     ]
     return f"---\n{metadata.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
 
@@ -252,7 +308,7 @@ def _space_rows(card: BridgeCard) -> list[tuple[Any, ...]]:
 
 def _data_text(card: BridgeCard, licence: str | None) -> str:
     rows = _table(["features", "rows"], sorted(card.data.items())) if card.data else "Row counts: not recorded."
-    where = " or ".join(f"`training['{key}']`" for key in LICENSE_KEYS)
+    where = "set `card.data_license`"
     licensed = f"Licence of the data: {licence}." if licence else f"Licence of the data: not recorded ({where})."
     return f"{rows}\n\n{licensed}"
 
@@ -271,10 +327,10 @@ def _quality_text(card: BridgeCard) -> str:
     return "\n\n".join(lines)
 
 
-def _usage(card: BridgeCard) -> str:
+def _usage(card: BridgeCard, source: str) -> str:
     return (
         "```python\nimport spacegraph as sg\n\n"
-        'bridge = sg.Bridge.from_pretrained("<this repo id or folder>")\n'
+        f"bridge = sg.Bridge.from_pretrained({source!r})\n"
         f"graph = sg.SpaceGraph([...], [bridge])  # the spaces {', '.join(repr(ref.name) for ref in card.spaces)}\n"
         "```"
     )

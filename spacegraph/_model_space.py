@@ -59,7 +59,7 @@ class ModelSpace(Space, HubMixin):
             "save_pretrained writes spaces whose weights spacegraph defines (config.json + model.safetensors)"
         )
 
-    def _pretrained_writer(self) -> Callable[[Path], None]:
+    def _pretrained_writer(self, source: str) -> Callable[[Path], None]:
         """``config.json`` and ``model.safetensors``, refused before anything is written unless finite."""
         config = self.pretrained_config()
         state = {key: value.detach().cpu().contiguous() for key, value in self.model.state_dict().items()}

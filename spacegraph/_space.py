@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -115,6 +116,13 @@ def check_embeddings(embeddings: torch.Tensor, dim: int, what: str) -> torch.Ten
     return embeddings
 
 
+def _advancing(batches: list[Sequence[int]], bar: tqdm) -> Iterator[Sequence[int]]:
+    """The batches, each counted on ``bar`` once it is done (the last one when the loop asks for more)."""
+    for positions in batches:
+        yield positions
+        bar.update(len(positions))
+
+
 class Space(abc.ABC):
     """Base class for space plugins.
 
@@ -169,6 +177,7 @@ class Space(abc.ABC):
         num_workers: int = 0,
         precision: str = "fp32",
         show_progress_bar: bool = False,
+        progress_bar: tqdm | None = None,
         device: str | torch.device | None = None,
         normalize: bool = True,
     ) -> torch.Tensor:
@@ -180,6 +189,8 @@ class Space(abc.ABC):
         CUDA) while the model runs here; texts stay in this process. The embeddings do not depend on
         ``num_workers``. ``precision``: "fp32" (default), or "bf16" / "fp16" to run the model under
         ``torch.autocast`` on the space's device (meant for CUDA; CPUs with bf16 units also gain from "bf16").
+        ``progress_bar``: an open tqdm bar to advance by each batch's items instead of showing a bar of its own (a
+        feature store counts a whole dataset on one bar).
         """
         modality = self.check_modality(modality)
         n = batch_length(inputs)
@@ -198,15 +209,16 @@ class Space(abc.ABC):
         batches = batch_plan(n, batch_size, order)
         apart = self._prepares_apart(modality) and modality != Modality.TEXT
         in_workers = num_workers > 0 and len(batches) > 1 and apart
+        progress = functools.partial(self._progress, modality=modality, show=show_progress_bar, bar=progress_bar)
         with torch.inference_mode():
             if in_workers:
                 chunks = self._encode_in_workers(
-                    modality, inputs, batches, min(num_workers, len(batches)), precision, show_progress_bar
+                    modality, inputs, batches, min(num_workers, len(batches)), precision, progress
                 )
             else:
                 chunks = [
                     self._encode_in_process(modality, take(inputs, positions), positions, precision)
-                    for positions in self._progress(batches, modality, show_progress_bar)
+                    for positions in progress(batches)
                 ]
         embeddings = torch.cat(chunks)
         if order is not None:
@@ -214,7 +226,12 @@ class Space(abc.ABC):
         embeddings = check_embeddings(embeddings, self.spec.dim, f"{self.spec.name} {modality.value} output")
         return torch.nn.functional.normalize(embeddings, dim=-1) if normalize else embeddings
 
-    def _progress(self, batches: list[Sequence[int]], modality: Modality, show: bool) -> Iterable[Sequence[int]]:
+    def _progress(
+        self, batches: list[Sequence[int]], *, modality: Modality, show: bool, bar: tqdm | None
+    ) -> Iterable[Sequence[int]]:
+        """The batches, counted on ``bar``, else on a bar of their own when ``show``."""
+        if bar is not None:
+            return _advancing(batches, bar)
         # only when asked: any tqdm, even a disabled one, starts a monitor thread (unsafe to fork after)
         return tqdm(batches, desc=f"{self.spec.name}:{modality.value}") if show else batches
 
@@ -235,7 +252,7 @@ class Space(abc.ABC):
         batches: list[Sequence[int]],
         num_workers: int,
         precision: str,
-        show_progress_bar: bool,
+        progress: Callable[[list[Sequence[int]]], Iterable[Sequence[int]]],
     ) -> list[torch.Tensor]:
         """Embed the batches, each prepared in a DataLoader worker process and encoded here, in order."""
         loader = torch.utils.data.DataLoader(
@@ -248,7 +265,7 @@ class Space(abc.ABC):
         prepared = iter(loader)  # starts the workers before a progress bar starts its thread
         try:
             chunks = []
-            for batch, positions in zip(prepared, self._progress(batches, modality, show_progress_bar)):
+            for batch, positions in zip(prepared, progress(batches)):
                 if isinstance(batch, FailedBatch):
                     batch.raise_here()
                 chunks.append(self._encode_on_device(modality, batch, positions, precision))

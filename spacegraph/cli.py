@@ -19,7 +19,11 @@ from ._errors import MissingExtraError, SpacegraphError, SpacegraphFileNotFoundE
 from ._names import check_path_name
 
 COMMANDS_GROUP = "spacegraph.commands"
-DEFAULT_DATA = os.environ.get("SPACEGRAPH_DATA", "../shared/data")  # the data folder commands read by default
+DESCRIPTION = (
+    "Join pretrained multimodal contrastive spaces into one graph. Besides extract and list, installed packages add "
+    "commands (spacegraph's benchmarks add demo and bench)."
+)
+DEFAULT_DATA = os.environ.get("SPACEGRAPH_DATA")  # the data folder commands read when given none (None: unset)
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,41 @@ def check_writable(path: Path, option: str, *, folder: bool) -> None:
             pass
     except OSError as err:
         raise SpacegraphValueError(f"{option} {path}: cannot write in {existing} ({err.strerror or err})") from err
+
+
+def _running_tasks() -> int | None:
+    """The tasks running or ready to run now, this process included (Linux ``/proc/loadavg``); None elsewhere."""
+    try:
+        return int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def free_cores() -> int:
+    """The cores this process may use that no other runnable task holds now, at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    running = _running_tasks()
+    return cores if running is None else max(1, min(cores, cores + 1 - running))
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's CPU threads. Unset: $OMP_NUM_THREADS if set, else the cores free at the start (a
+    torch process with more threads than free cores runs many times slower: 446 s against 25 s for the demo on 2
+    cores, one of them busy)."""
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        help="torch CPU threads (default: $OMP_NUM_THREADS, else the cores not busy when the command starts)",
+    )
+
+
+def set_threads(threads: int | None) -> int:
+    """Apply ``--threads`` (see :func:`add_threads_option`); returns the thread count torch uses."""
+    import torch
+
+    if threads is not None or "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(threads or free_cores())
+    return torch.get_num_threads()
 
 
 def write_json(path: str | Path, record: dict[str, Any]) -> None:
@@ -80,6 +119,7 @@ def _extract(args: argparse.Namespace) -> int:
     if args.json:
         check_writable(Path(args.json), "--json", folder=False)
     inputs = read_inputs(Path(args.inputs), args.modality)
+    set_threads(args.threads)
     import spacegraph as sg
 
     from ._distributed import ensure_process_group, rank_device, release_process_group
@@ -101,6 +141,7 @@ def _extract(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             num_workers=args.num_workers,
             precision=args.precision,
+            show_progress_bar=rank == 0 and (sys.stderr.isatty() if args.progress is None else args.progress),
         )
         seconds = time.perf_counter() - start
     finally:
@@ -180,7 +221,7 @@ def _add_plugin_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spacegraph", description=__doc__)
+    parser = argparse.ArgumentParser(prog="spacegraph", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"spacegraph {version('spacegraph')}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -204,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", help="device of each process (default: GPU LOCAL_RANK when CUDA is there, else cpu)"
     )
     extract.add_argument("--json", help="rank 0 writes a record of the run here (sizes, seconds, items/s)")
+    add_threads_option(extract)
+    extract.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        help="rank 0 shows a progress bar over its items (default: when stderr is a terminal)",
+    )
     extract.set_defaults(run=_extract)
 
     sub.add_parser("list", help="list registered spaces and bridge methods").set_defaults(run=_list)

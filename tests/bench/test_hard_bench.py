@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from spacegraph_bench import cli as bench_cli
 from spacegraph_bench import hard
 from spacegraph_bridges.cmcr import CMCRConfig, fit_heads
 
@@ -50,12 +51,21 @@ def test_rows_of_classes_and_mean_std():
     assert hard.mean_std(runs[:1])["audio_to_image"]["R@1"] == {"mean": 0.5, "std": 0.0}
 
 
-def test_cli_runs_three_seeds_from_the_seed_flag(monkeypatch, capsys):
+def test_cli_runs_three_seeds_from_the_seed_flag(monkeypatch, capsys, tmp_path):
     calls = {}
-    monkeypatch.setattr(hard, "bench", lambda data, out, **options: calls.update(options) or {})
+    monkeypatch.setattr(hard, "bench", lambda data, out, **options: calls.update(options, data=data) or {})
     monkeypatch.setattr(hard, "summary", lambda record: "table")
+    monkeypatch.setattr(bench_cli, "DEFAULT_DATA", str(tmp_path))  # as if $SPACEGRAPH_DATA were set
     assert main(["bench", "hard", "--seed", "10", "--quiet", "--no-ablations"]) == 0
-    assert calls == {"progress": False, "seeds": (10, 11, 12), "ablations": False}
+    assert calls == {"progress": False, "seeds": (10, 11, 12), "ablations": False, "data": str(tmp_path)}
+
+
+def test_cli_without_data_says_where_to_give_it(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(bench_cli, "DEFAULT_DATA", None)  # no --data and no $SPACEGRAPH_DATA
+    assert main(["bench", "hard", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "give --data FOLDER" in err and "SPACEGRAPH_DATA" in err and "spacegraph demo" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_data_names_the_env_var(tmp_path, capsys):

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from importlib.metadata import EntryPoint, entry_points
 
 import pytest
@@ -88,3 +91,32 @@ def test_version_prints_the_installed_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.build_parser().parse_args(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"spacegraph {spacegraph.__version__}"
+
+
+def test_help_builds_every_command_without_importing_torch():
+    code = "import sys; from spacegraph import cli; cli.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize(("running", "free"), [(1, 4), (3, 2), (9, 1), (None, 4)])
+def test_threads_default_to_the_cores_no_other_task_holds(monkeypatch, running, free):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(cli, "_running_tasks", lambda: running)  # this process counts itself
+    assert cli.free_cores() == free
+
+
+def test_threads_option_then_omp_num_threads_then_free_cores(monkeypatch):
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    monkeypatch.setattr(cli, "free_cores", lambda: 2)
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        assert cli.set_threads(None) == 1  # the environment's choice stands
+        assert cli.set_threads(2) == 2  # --threads wins
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        torch.set_num_threads(1)
+        assert cli.set_threads(None) == 2  # else the free cores
+    finally:
+        torch.set_num_threads(before)

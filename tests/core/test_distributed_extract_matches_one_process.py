@@ -209,6 +209,32 @@ def test_cli_extract_reads_a_list_file_as_the_python_api_does(data, tmp_path, on
     assert torch.equal(sg.FeatureStore(tmp_path).load(SPACE, "text", "t"), expected)
 
 
+def test_cli_extract_counts_every_item_on_one_bar_when_asked(data, tmp_path, capsys, one_thread):
+    folder, _, _ = data
+    options = ["extract", "--space", SPACE, "--modality", "text", "--inputs", str(folder / "texts.txt")]
+    options += ["--dataset", "t", "--store", str(tmp_path), "--shard-rows", "64"]
+    for resumed in (False, True):  # the second run reads the five shards back and counts them too
+        assert cli.main([*options, "--progress"]) == 0
+        err = capsys.readouterr().err
+        assert f"{SPACE}:text t" in err and f"{N_ITEMS}/{N_ITEMS}" in err, (resumed, err)
+    assert cli.main([*options, "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_cli_extract_that_fails_leaves_no_dataset_folder_behind(data, tmp_path, capsys):
+    _, images, _ = data
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for image in images[:3]:
+        (inputs / Path(image).name).write_bytes(Path(image).read_bytes())
+    (inputs / "0002.png").write_bytes(b"not a PNG")
+    store = tmp_path / "store"
+    options = ["extract", "--space", SPACE, "--modality", "image", "--inputs", str(inputs), "--dataset", "d"]
+    assert cli.main([*options, "--store", str(store)]) == 2
+    assert "0002.png" in capsys.readouterr().err
+    assert [path.name for path in store.iterdir()] == [".locks"]  # nothing of dataset d, and no lock beside it
+
+
 def test_one_process_resumes_from_progress_records_and_replaces_a_damaged_or_foreign_record(tmp_path, monkeypatch):
     """Progress records of a killed distributed run are used by any later run: intact shards are kept, a damaged one
     is extracted again, and a record of other inputs starts the dataset over (the cache's own files only)."""

@@ -143,8 +143,21 @@ def test_missing_repo_error_in_a_fresh_process(tmp_path):
 def test_a_path_is_always_a_local_folder(tmp_path, hub_cache):
     with pytest.raises(FileNotFoundError, match=r"no config.json, model.safetensors there"):
         DigitsAudioTextSpace.from_pretrained(tmp_path / "org" / "name")
-    with pytest.raises(ValueError, match="neither a local folder nor a Hub repo id"):
+    with pytest.raises(FileNotFoundError, match=r"not//a repo: no such folder, and not a Hub repo id"):
         DigitsAudioTextSpace.from_pretrained("not//a repo")
+
+
+def test_a_mistyped_folder_says_so_with_or_without_the_hub_extra(tmp_path, monkeypatch):
+    typo = str(tmp_path / "runs" / "demo" / "brigde")
+    with pytest.raises(FileNotFoundError, match=r"brigde: no such folder, and not a Hub repo id"):
+        sg.Bridge.from_pretrained(typo)
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # as without the [hub] extra
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        sg.Bridge.from_pretrained(typo)  # a path is never sent to the Hub, so the extra is not needed
+    with pytest.raises(
+        sg.MissingExtraError, match=r"demo/brigde: no such folder; to read it as a Hub repo id.*\[hub\]"
+    ):
+        sg.Bridge.from_pretrained("demo/brigde")
 
 
 def test_wrapper_spaces_do_not_save_their_libraries_models(monkeypatch):
@@ -196,7 +209,11 @@ def test_bridge_round_trip_through_prefilled_hub_cache(bridge, tmp_path, hub_cac
 def test_bridge_readme_card(bridge, tmp_path):
     readme = (bridge.save_pretrained(tmp_path / "bridge") / "README.md").read_text()
     card = huggingface_hub.ModelCard(readme)
-    assert card.data.library_name == "spacegraph" and card.data.license == "CC-BY-4.0"
+    assert card.data.library_name == "spacegraph" and card.data.license == "cc-by-4.0"  # the data's, as an id
+    assert card.data.data_license == "CC-BY-4.0"
+    results = {(r.metric_name, r.dataset_name): r.metric_value for r in card.data.eval_results}
+    assert results == {("estimated mAP", "training data (label-free)"): 0.4321, ("R@1", "held-out text data"): 0.25}
+    assert card.data.model_name == bridge.name and "model-index:" in readme
     assert {"spacegraph", "bridge", "cmcr", "connect", "audio", "image", "text"} <= set(card.data.tags)
     for ref in bridge.card.spaces:
         assert f"| {ref.name} | {ref.fingerprint} | {ref.dim} |" in readme
@@ -215,6 +232,34 @@ def test_bridge_readme_without_a_recorded_licence(bridge, tmp_path):
     readme = (unlicensed.save_pretrained(tmp_path / "bridge") / "README.md").read_text()
     assert huggingface_hub.ModelCard(readme).data.license is None
     assert "Licence of the data: not recorded" in readme
+
+
+def test_bridge_card_records_its_own_licence_and_its_datas(bridge, tmp_path):
+    licensed = sg.Bridge(bridge.card.model_copy(update={"license": "apache-2.0", "data_license": "FSDD: CC-BY-SA-4.0; "
+                                                        "MNIST: BSD-3-Clause", "training": {"steps": 3}}))  # fmt: skip
+    licensed.load_state_dict(bridge.state_dict())
+    folder = licensed.save_pretrained(tmp_path / "bridge")
+    data = huggingface_hub.ModelCard((folder / "README.md").read_text()).data
+    assert (data.license, data.data_license) == ("apache-2.0", "FSDD: CC-BY-SA-4.0; MNIST: BSD-3-Clause")
+    assert sg.Bridge.from_pretrained(folder).card.license == "apache-2.0"
+    several = sg.Bridge(licensed.card.model_copy(update={"license": None}))
+    several.load_state_dict(bridge.state_dict())
+    data = huggingface_hub.ModelCard((several.save_pretrained(tmp_path / "b2") / "README.md").read_text()).data
+    assert (data.license, data.license_name) == ("other", "FSDD: CC-BY-SA-4.0; MNIST: BSD-3-Clause")
+
+
+def test_pushed_card_loads_from_its_repo_id_and_a_saved_one_from_its_folder(bridge, tmp_path, monkeypatch):
+    readmes = []
+    calls = record_hub_calls(monkeypatch)
+    monkeypatch.setattr(
+        huggingface_hub.HfApi,
+        "upload_folder",
+        lambda self, **kwargs: readmes.append((Path(kwargs["folder_path"]) / "README.md").read_text()),
+    )
+    bridge.push_to_hub("me/toy-bridge")
+    assert calls and "sg.Bridge.from_pretrained('me/toy-bridge')" in readmes[0]
+    folder = bridge.save_pretrained(tmp_path / "saved")
+    assert f"sg.Bridge.from_pretrained({str(folder)!r})" in (folder / "README.md").read_text()
 
 
 def test_bridge_push_to_hub_uploads_card_weights_and_readme(bridge, monkeypatch):

@@ -108,11 +108,46 @@ def test_draw_returns_a_figure_with_nodes_modalities_and_labelled_edges(graph):
     assert pyplot.get_fignums() == []  # closed for pyplot: a notebook shows the returned figure once
     texts = edge_and_node_texts(figure)
     assert "toy-at\n[audio, text]" in texts and "toy-at+\ntoy-ti+\ntoy-il\n[audio, text, image, lowres_image]" in texts
-    assert "toy-at+\ntoy-ti\nquality 0.800 via text" in texts
-    assert sum("quality 0.500 via image" in text for text in texts) == 2  # one edge per head
+    assert texts.count("cmcr via text\nquality 0.800") == 2 and texts.count("cmcr via image\nquality 0.500") == 2
+    assert "shares image" in texts  # toy-ti and toy-il share images; no bridge joins the two directly
     legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
-    assert legend == ["space", "joint space (connect bridge)"]
+    assert legend == ["space", "joint space (connect bridge)", "bridge head", "candidate edge (shared modality)"]
     figure.savefig(io.BytesIO(), format="png")  # renders
+
+
+def arrows(figure):
+    """(colour, line style) of each edge drawn."""
+    from matplotlib.colors import to_hex
+
+    patches = [text.arrow_patch for text in figure.axes[0].texts if getattr(text, "arrow_patch", None)]
+    return [(to_hex(patch.get_edgecolor()), patch.get_linestyle()) for patch in patches]
+
+
+def test_draw_shows_candidate_edges_dashed_between_spaces_sharing_a_modality():
+    pytest.importorskip("matplotlib")
+    spaces = [ToySpace("at", ("audio", "text"), 6), ToySpace("ti", ("text", "image"), 4), ToySpace("ix", ("image",), 4)]
+    figure = sg.SpaceGraph(spaces).draw()
+    texts = edge_and_node_texts(figure)
+    assert texts.count("shares text") == 1 and texts.count("shares image") == 1  # at-ix share nothing
+    assert arrows(figure) == [("#999999", "--")] * 2
+    assert [text.get_text() for text in figure.axes[0].get_legend().get_texts()] == [
+        "space",
+        "candidate edge (shared modality)",
+    ]
+
+
+def test_draw_highlights_a_route_and_refuses_one_of_another_graph(graph):
+    pytest.importorskip("matplotlib")
+    route = graph.connect("audio", "lowres_image")  # toy-at -> toy-at+toy-ti -> joint of three <- toy-il
+    figure = graph.draw(route=route)
+    red = [edge for edge in arrows(figure) if edge[0] == "#c0392b"]
+    assert len(red) == route.hops == 3 and len(arrows(figure)) == 4 + 1  # 4 heads, 1 candidate edge
+    assert "route audio -> lowres_image in red" in figure.axes[0].get_title()
+    other = sg.SpaceGraph([ToySpace("a", ("audio", "text"), 6)])
+    with pytest.raises(sg.SpacegraphValueError, match="which this graph does not hold"):
+        other.draw(route=route)
+    with pytest.raises(sg.SpacegraphTypeError, match="route must be a Route"):
+        graph.draw(route="audio->image")
 
 
 def test_draw_into_given_axes_and_an_extend_bridge():
@@ -122,7 +157,7 @@ def test_draw_into_given_axes_and_an_extend_bridge():
     figure, ax = pyplot.subplots()
     try:
         assert graph.draw(ax=ax) is figure
-        assert "at->ti\nquality 0.900 via text" in edge_and_node_texts(figure)  # an extend edge: source to target
+        assert "cmcr via text\nquality 0.900" in edge_and_node_texts(figure)  # an extend edge: source to target
     finally:
         pyplot.close(figure)
 

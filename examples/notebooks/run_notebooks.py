@@ -1,9 +1,11 @@
-"""Run the_graph.ipynb and save its last drawing of the graph as the_graph.png, the README's picture.
+"""Run every notebook here and store it with its outputs (so that a reader on the web sees its figures), then save
+the_graph.ipynb's last drawing of the graph as the_graph.png, the README's picture.
 
-python examples/notebooks/readme_picture.py   (needs the notebook extra: pip install "spacegraph[notebook]")
+python examples/notebooks/run_notebooks.py   (needs the notebook extra: pip install "spacegraph[notebook]")
 """
 
 import base64
+import os
 import tempfile
 from pathlib import Path
 
@@ -27,12 +29,23 @@ def last_png(notebook: nbformat.NotebookNode, marker: str) -> bytes:
     return base64.b64decode(images[-1])
 
 
-def main() -> None:
-    notebook = nbformat.read(HERE / "the_graph.ipynb", as_version=4)
+def run(path: Path) -> nbformat.NotebookNode:
+    """Execute ``path`` in a temporary folder (its relative paths land there) and store it with its outputs."""
+    notebook = nbformat.read(path, as_version=4)
     with tempfile.TemporaryDirectory() as folder:
         nbclient.NotebookClient(notebook, timeout=300, resources={"metadata": {"path": folder}}).execute()
+    temporary = path.with_name(f".{path.name}.tmp")
+    nbformat.write(notebook, temporary)
+    os.replace(temporary, path)
+    print(f"ran {path.name}")
+    return notebook
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    notebooks = {path.name: run(path) for path in sorted(HERE.glob("*.ipynb"))}
     target = HERE / "the_graph.png"
-    target.write_bytes(last_png(notebook, "graph.draw()"))
+    target.write_bytes(last_png(notebooks["the_graph.ipynb"], "graph.draw("))
     print(f"wrote {target}")
 
 
