@@ -121,13 +121,19 @@ class DamagedCache(SpacegraphValueError):
     """A cache file the store wrote that is missing, truncated, replaced or holds NaN/inf."""
 
 
-def make_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as err:
-        raise SpacegraphValueError(
-            f"cannot create the feature cache folder {path}: a file is in the way ({err})"
-        ) from err
+def make_dir(path: Path, attempts: int = 3) -> None:
+    """``path`` and its parents; tried again when a failed extraction beside it removed an empty parent meanwhile."""
+    for attempt in range(attempts):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+        except (FileExistsError, NotADirectoryError) as err:
+            raise SpacegraphValueError(
+                f"cannot create the feature cache folder {path}: a file is in the way ({err})"
+            ) from err
 
 
 def read_manifest(folder: Path) -> FeatureManifest | None:

@@ -146,8 +146,8 @@ class FeatureStore:
         """Embeddings of ``inputs`` by ``space``, extracted once and read from the cache afterwards.
 
         ``show_progress_bar``: one bar over the dataset's rows (this rank's share under ``torchrun``), advanced per
-        batch, resumed shards included. ``num_workers`` and ``precision`` go to :meth:`Space.encode` when given; a precision other than "fp32" is part
-        of the cache's fingerprint. Under ``torchrun`` with several processes (or in an initialised default process
+        batch, resumed shards included. ``num_workers`` and ``precision`` go to :meth:`Space.encode` when given; a
+        precision other than "fp32" is part of the cache's fingerprint. Under ``torchrun`` with several processes (or in an initialised default process
         group of several ranks) every rank must call this with the same arguments: the ranks share out the shards,
         write exactly the files one process would write, and each returns all the features. ``distributed=False``
         makes this process extract alone, e.g. when only one rank of a training job calls it.
