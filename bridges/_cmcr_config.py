@@ -37,6 +37,13 @@ class CMCRConfig(BaseModel):
         "memory item seeds one more. Chosen by the best mean label-free estimate over the digits, hard and "
         "modelnet10 data (see the README's method comparison).",
     )
+    seed_keys: int | None = Field(
+        None,
+        gt=0,
+        description="Overlap rows the memory-seeded pairs retrieve from (a seeded sample of the training rows when "
+        "there are more). None: steps x batch_size, the rows training draws, so that the seeds cost what the "
+        "paper pairs' retrievals cost.",
+    )
     pseudo_filter: Literal["none", "mutual_neighbours"] = Field(
         "none",
         description="none (paper): keep every pseudo pair; mutual_neighbours: keep those whose pivot overlap item is "

@@ -3,12 +3,16 @@ the pseudo pairs built from the memories (the paper's, Ex-MCR's memory-seeded on
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from spacegraph.plugin import RankSlice, SpacegraphValueError, nearest, row_blocks, top_k
 
@@ -88,7 +92,8 @@ def _attend_streaming(
 @dataclass
 class TrainingData:
     """The native training pairs, by index into the overlap features (nothing of the overlap's size is copied),
-    and the memories, all on the training device; ``retrieve`` is the memory softmax with the config's settings."""
+    and the memories, all on the training device; ``retrieve`` is the memory softmax with the config's settings
+    (``retrieval_seconds`` adds up its time)."""
 
     overlap_x: torch.Tensor
     overlap_y: torch.Tensor
@@ -96,6 +101,7 @@ class TrainingData:
     memory_x: torch.Tensor | None
     memory_y: torch.Tensor | None
     config: CMCRConfig
+    retrieval_seconds: float = 0.0
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -107,9 +113,9 @@ class TrainingData:
     def retrieve(self, queries: torch.Tensor, memory: torch.Tensor, **options: Any) -> Any:
         """The memory softmax in float32 even inside a bf16 step: at tau_mem = 0.01, bf16 logits would be off by
         about 0.2."""
-        config = self.config
+        config, start = self.config, time.perf_counter()
         with torch.autocast(queries.device.type, enabled=False):
-            return memory_retrieve(
+            found = memory_retrieve(
                 queries,
                 memory,
                 config.memory_temperature,
@@ -117,6 +123,8 @@ class TrainingData:
                 query_chunk=config.query_chunk,
                 **options,
             )
+        self.retrieval_seconds += time.perf_counter() - start
+        return found
 
     def pseudo_of_native(self, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The paper's pseudo pairs of native rows ``index``: each side's memory retrieval, and the rows themselves."""
@@ -137,6 +145,7 @@ class PseudoPairs:
     seeded: tuple[torch.Tensor, ...] | None
     kept: torch.Tensor | None
     aligned: bool
+    seed_keys: int = 0  # the overlap rows memory-seeded pairs retrieved from (0: none seeded)
 
     def __len__(self) -> int:
         if self.kept is not None:
@@ -174,24 +183,58 @@ def _on_ranks(ranks: RankSlice, rows: int, compute: Any) -> tuple[torch.Tensor, 
     return tuple(ranks.gather_uneven(result) for result in compute(ranks.split(rows)))
 
 
-def _memory_seeded(data: TrainingData, ranks: RankSlice) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+def _in_chunks(
+    compute: Callable[[slice], tuple[torch.Tensor, ...]], share: slice, size: int, bar: tqdm | None
+) -> tuple[torch.Tensor, ...]:
+    """``compute(share)``, ``size`` items at a time, each part counted on ``bar``."""
+    parts = []
+    for start in range(share.start, max(share.stop, share.start + 1), size):
+        part = slice(start, min(start + size, share.stop))
+        parts.append(compute(part))
+        if bar is not None:
+            bar.update(part.stop - part.start)
+    return tuple(torch.cat(results) for results in zip(*parts))
+
+
+def seed_keys(data: TrainingData, config: CMCRConfig) -> torch.Tensor:
+    """The training rows (positions in ``data.rows``) memory-seeded pairs retrieve from: all of them, or a seeded
+    sample of ``config.seed_keys`` (default: steps x batch_size) when there are more."""
+    count, n = config.seed_keys or config.steps * config.batch_size, len(data.rows)
+    if n <= count:
+        return torch.arange(n, device=data.rows.device)
+    picked = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed + 2))[:count]
+    return picked.sort().values.to(data.rows.device)
+
+
+def _memory_seeded(
+    data: TrainingData, ranks: RankSlice, keys: torch.Tensor, *, pivots: bool, show_progress_bar: bool
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor | None]:
     """Ex-MCR's modality-centric pairs ``(x, y, anchor_x, anchor_y)``: each A item with its pseudo overlap
-    embeddings (one softmax over the training overlap in X, applied to both spaces' embeddings) and the pseudo C
-    those retrieve, and the same from C's side; with each row's pivot overlap item (the seed's nearest)."""
-    ma, mc, bx, by, rows = data.memory_x, data.memory_y, data.overlap_x, data.overlap_y, data.rows
+    embeddings (one softmax over the training rows ``keys`` in X, applied to both spaces' embeddings) and the
+    pseudo C those retrieve, and the same from C's side; with each row's pivot training row (the seed's nearest
+    key), if ``pivots``."""
+    ma, mc, bx, by, rows = data.memory_x, data.memory_y, data.overlap_x, data.overlap_y, data.rows[keys]
+    chunk = data.config.query_chunk
 
     def from_a(share: slice) -> tuple[torch.Tensor, ...]:
         ax, ay = data.retrieve(ma[share], bx, values=(bx, by), rows=rows)
-        return ax, ay, data.retrieve(ay, mc), nearest(ma[share], bx, rows=rows)
+        found = (ax, ay, data.retrieve(ay, mc))
+        return (*found, keys[nearest(ma[share], bx, rows=rows)]) if pivots else found
 
     def from_c(share: slice) -> tuple[torch.Tensor, ...]:
         cy, cx = data.retrieve(mc[share], by, values=(by, bx), rows=rows)
-        return cx, cy, data.retrieve(cx, ma), nearest(mc[share], by, rows=rows)
+        found = (cx, cy, data.retrieve(cx, ma))
+        return (*found, keys[nearest(mc[share], by, rows=rows)]) if pivots else found
 
-    ax, ay, a_to_c, pivots_a = _on_ranks(ranks, len(ma), from_a)
-    cx, cy, c_to_a, pivots_c = _on_ranks(ranks, len(mc), from_c)
+    what = f"memory-seeded pairs from {len(keys)} overlap rows"
+    shown = show_progress_bar and ranks.rank == 0  # no tqdm otherwise: even a disabled one starts a thread
+    mine = sum(share.stop - share.start for share in (ranks.split(len(ma)), ranks.split(len(mc))))
+    with tqdm(total=mine, desc=what, unit="item") if shown else contextlib.nullcontext() as bar:
+        from_as = _on_ranks(ranks, len(ma), lambda share: _in_chunks(from_a, share, chunk, bar))
+        from_cs = _on_ranks(ranks, len(mc), lambda share: _in_chunks(from_c, share, chunk, bar))
+    (ax, ay, a_to_c), (cx, cy, c_to_a) = from_as[:3], from_cs[:3]
     seeded = (torch.cat([ma, c_to_a]), torch.cat([a_to_c, mc]), torch.cat([ax, cx]), torch.cat([ay, cy]))
-    return seeded, torch.cat([pivots_a, pivots_c])
+    return seeded, torch.cat([from_as[3], from_cs[3]]) if pivots else None
 
 
 def mutual_neighbours(data: TrainingData, k: int, ranks: RankSlice) -> torch.Tensor:
@@ -209,7 +252,9 @@ def mutual_neighbours(data: TrainingData, k: int, ranks: RankSlice) -> torch.Ten
     return near(data.memory_x, data.overlap_x) & near(data.memory_y, data.overlap_y)
 
 
-def pseudo_pairs(data: TrainingData, config: CMCRConfig, ranks: RankSlice) -> PseudoPairs | None:
+def pseudo_pairs(
+    data: TrainingData, config: CMCRConfig, ranks: RankSlice, *, show_progress_bar: bool = False
+) -> PseudoPairs | None:
     """The pseudo pairs of the native training pairs, as ``config`` asks; None when memory is off (``use_memory``
     False, or None without both memories) or the filter keeps fewer than two."""
     have_memories = data.memory_x is not None and data.memory_y is not None
@@ -220,17 +265,20 @@ def pseudo_pairs(data: TrainingData, config: CMCRConfig, ranks: RankSlice) -> Ps
             "C-MCR with use_memory=True needs memory_x and memory_y; pass them, or set use_memory=False (native "
             "pairs only) or leave it unset (memories when both are given)"
         )
-    seeded, pivots = None, torch.arange(len(data), device=data.rows.device)
+    seeded, pivots, keys = None, torch.arange(len(data), device=data.rows.device), data.rows[:0]
+    filtered = config.pseudo_filter == "mutual_neighbours"
     if config.pseudo_source == "overlap+memory":
-        seeded, seeded_pivots = _memory_seeded(data, ranks)
-        pivots = torch.cat([pivots, seeded_pivots])
+        keys = seed_keys(data, config)
+        seeded, seeded_pivots = _memory_seeded(data, ranks, keys, pivots=filtered, show_progress_bar=show_progress_bar)
+        if seeded_pivots is not None:
+            pivots = torch.cat([pivots, seeded_pivots])
     kept = None
-    if config.pseudo_filter == "mutual_neighbours":
+    if filtered:
         kept = mutual_neighbours(data, config.neighbour_k, ranks)[pivots].nonzero()[:, 0]
         if len(kept) < 2:
             return None
     aligned = config.pseudo_source == "overlap" and config.pseudo_filter == "none"
-    pseudo = PseudoPairs(data, seeded, kept, aligned)
+    pseudo = PseudoPairs(data, seeded, kept, aligned, len(keys))
     if seeded is not None:
         pseudo._checked(seeded)
     return pseudo

@@ -19,6 +19,7 @@ from spacegraph.plugin import (
     ProjectionHead,
     RankSlice,
     SpacegraphValueError,
+    StageClock,
     measure_quality,
     progress_range,
     rank_device,
@@ -48,6 +49,7 @@ class FitResult:
     quality: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     held_out: torch.Tensor | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # see train_heads and fit_heads
 
 
 def _split(n: int, val_fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,7 +252,8 @@ class TrainingRun:
     schedule: torch.optim.lr_scheduler.LRScheduler
 
     @classmethod
-    def start(cls, features: BridgeFeatures, config: CMCRConfig) -> TrainingRun:
+    def start(cls, features: BridgeFeatures, config: CMCRConfig, clock: StageClock | None = None) -> TrainingRun:
+        clock = clock or StageClock("C-MCR")
         ranks = RankSlice.current()
         device = rank_device() if config.device == "cuda" else torch.device(config.device)
         generator = torch.Generator().manual_seed(config.seed)
@@ -259,7 +262,9 @@ class TrainingRun:
         overlap = (features.overlap_x.to(device), features.overlap_y.to(device), train_idx.to(device))
         memories = (None if m is None else m.to(device) for m in (features.memory_x, features.memory_y))
         data = TrainingData(*overlap, *memories, config)
-        pseudo = pseudo_pairs(data, config, ranks)
+        with clock.stage("pseudo pairs", announce=False):  # memory-seeded pairs show a bar of their own
+            pseudo = pseudo_pairs(data, config, ranks, show_progress_bar=clock.show)
+        data.retrieval_seconds = 0.0  # from here on: the retrievals of the training steps
         head_x, head_y = (h.to(device) for h in _heads(data.overlap_x.shape[1], data.overlap_y.shape[1], config))
         noise = torch.Generator(device=device).manual_seed(config.seed + 1)
         step = StepContext(_training_model(head_x, head_y, config, ranks), config, noise, ranks)
@@ -306,36 +311,47 @@ def _batch_pairs(
 def train_heads(
     features: BridgeFeatures, config: CMCRConfig, *, show_progress_bar: bool = True, progress_label: str = "C-MCR"
 ) -> FitResult:
-    """Train the two heads on cached features, unmeasured (``quality`` holds the pseudo-pair count); seeded and
-    repeatable on CPU, and the same under ``torchrun`` (see :class:`TrainingRun`). A diverging run (a non-finite
-    loss or head) stops with a ValueError that names the step: it never returns heads that give NaN.
-    ``progress_label`` names the progress bar."""
-    run = TrainingRun.start(features, config)
+    """Train the two heads on cached features, unmeasured (``quality`` holds the pseudo-pair count and, for
+    memory-seeded pairs, ``seed_keys``: the overlap rows they retrieved from); seeded and repeatable on CPU, and the
+    same under ``torchrun`` (see :class:`TrainingRun`). A diverging run (a non-finite loss or head) stops with a
+    ValueError that names the step: it never returns heads that give NaN. ``progress_label`` names the progress
+    bar; ``stage_seconds`` holds "pseudo pairs", "steps" and, within them, "step retrieval" (the paper pairs'
+    memory retrievals, timed on the host)."""
+    clock = StageClock(progress_label, show=show_progress_bar)
+    run = TrainingRun.start(features, config, clock)
     head_x, head_y = run.head_x, run.head_y
     tracker = EstimateTracker(features) if config.select_by_estimate else None
     history: list[dict[str, float]] = []
     run.step.model.train()
     progress = progress_range(config.steps, progress_label, show_progress_bar=show_progress_bar)
-    for step in progress:
-        losses = run.train_step(step)
-        last = step == config.steps - 1
-        if step % 50 == 0 or last:
-            history.append({"step": step, **{k: float(v.detach()) for k, v in losses.items()}})
-            progress.set_postfix(loss=f"{history[-1]['total']:.3f}")
-        if tracker is not None and ((step + 1) % config.estimate_every == 0 or last):
-            check_heads(head_x, head_y, step, config)
-            history.append({"step": step, "estimate": tracker.check(head_x, head_y)})
+    with clock.stage("steps", announce=False):  # under the steps' progress bar
+        for step in progress:
+            losses = run.train_step(step)
+            last = step == config.steps - 1
+            if step % 50 == 0 or last:
+                history.append({"step": step, **{k: float(v.detach()) for k, v in losses.items()}})
+                progress.set_postfix(loss=f"{history[-1]['total']:.3f}")
+            if tracker is not None and ((step + 1) % config.estimate_every == 0 or last):
+                check_heads(head_x, head_y, step, config)
+                history.append({"step": step, "estimate": tracker.check(head_x, head_y)})
+    clock.seconds["step retrieval"] = run.data.retrieval_seconds
     check_heads(head_x, head_y, config.steps - 1, config)
     if tracker is not None:
         tracker.restore(head_x, head_y)
     quality: dict[str, float] = {"n_pseudo_pairs": len(run.pseudo) if run.pseudo is not None else 0}
-    return FitResult(head_x.cpu().eval(), head_y.cpu().eval(), quality, history, run.val_idx)
+    if run.pseudo is not None and run.pseudo.seed_keys:
+        quality["seed_keys"] = run.pseudo.seed_keys
+    return FitResult(head_x.cpu().eval(), head_y.cpu().eval(), quality, history, run.val_idx, clock.seconds)
 
 
 def fit_heads(
     features: BridgeFeatures, config: CMCRConfig, *, show_progress_bar: bool = True, progress_label: str = "C-MCR"
 ) -> FitResult:
-    """:func:`train_heads`, then the heads measured as a card records them (:func:`measure_quality`)."""
+    """:func:`train_heads`, then the heads measured as a card records them (:func:`measure_quality`); its
+    ``stage_seconds`` add "held-out matching" and "estimate"."""
     fit = train_heads(features, config, show_progress_bar=show_progress_bar, progress_label=progress_label)
-    fit.quality = {**measure_quality(fit.head_x, fit.head_y, features, fit.held_out, method="C-MCR"), **fit.quality}
+    clock = StageClock(progress_label, show=show_progress_bar)
+    measured = measure_quality(fit.head_x, fit.head_y, features, fit.held_out, method="C-MCR", clock=clock)
+    fit.quality = {**measured, **fit.quality}
+    fit.stage_seconds.update(clock.seconds)
     return fit

@@ -35,7 +35,7 @@ from spacegraph.plugin import BridgeFeatures, BridgeMethodBase, Modality, Projec
 
 from ._cmcr_config import PAPER_CONFIG, CMCRConfig
 from ._cmcr_losses import attraction, cmcr_loss, info_nce, perturb
-from ._cmcr_pairs import PseudoPairs, TrainingData, memory_retrieve, mutual_neighbours, pseudo_pairs
+from ._cmcr_pairs import PseudoPairs, TrainingData, memory_retrieve, mutual_neighbours, pseudo_pairs, seed_keys
 from ._cmcr_training import FitResult, FrozenTarget, TrainingRun, check_heads, check_loss, fit_heads, train_heads
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "mutual_neighbours",
     "perturb",
     "pseudo_pairs",
+    "seed_keys",
     "train_heads",
 ]
 

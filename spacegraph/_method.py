@@ -22,6 +22,7 @@ from ._errors import SpacegraphTypeError, SpacegraphValueError
 from ._modality import Modality, as_modality
 from ._quality import Projection, heads_quality
 from ._space import SpaceSpec
+from ._stages import StageClock
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
@@ -98,7 +99,10 @@ class BridgeMethodBase(ABC, Generic[ConfigT]):
         heads = {x.name: trained.head_x.cpu().eval()}
         if trained.head_y is not None:
             heads[y.name] = trained.head_y.cpu().eval()
-        measured = measure_quality(trained.head_x, trained.head_y, features, trained.held_out, method=self.name)
+        clock = StageClock(self.name, show=show_progress_bar)
+        measured = measure_quality(
+            trained.head_x, trained.head_y, features, trained.held_out, method=self.name, clock=clock
+        )
         card = BridgeCard.between(
             x,
             y,
@@ -151,13 +155,14 @@ def measure_quality(
     held_out: torch.Tensor | None,
     *,
     method: str,
+    clock: StageClock | None = None,
 ) -> dict[str, float]:
     """What a card's quality records of trained heads (see :func:`heads_quality`; ``head_y`` None: the frozen
-    extend target). If measuring fails (e.g. out of memory), a warning: the heads are kept, unmeasured, rather
-    than lost."""
+    extend target; ``clock`` times its stages). If measuring fails (e.g. out of memory), a warning: the heads are
+    kept, unmeasured, rather than lost."""
     rows = torch.zeros(0, dtype=torch.long) if held_out is None else held_out.cpu()
     try:
-        return heads_quality(head_x, head_y or _unit_rows, features, rows)
+        return heads_quality(head_x, head_y or _unit_rows, features, rows, clock=clock)
     except (RuntimeError, MemoryError) as error:
         warnings.warn(
             f"{method} training finished but measuring the bridge's quality failed ({error}); the bridge is kept "

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ._eval import pair_recall_at_1, ranked_average_precisions, ranking
+from ._stages import StageClock
 from ._streaming import nearest, project_rows, unit_rows
 
 if TYPE_CHECKING:
@@ -42,6 +43,10 @@ Projection = Callable[[torch.Tensor], torch.Tensor]
 CLUSTER_COUNTS = (4, 6, 8, 10, 12, 16, 20, 24, 32)
 SILHOUETTE_ROWS = 1500
 MEMORY_CLUSTERS = 32  # of each memory, for labels="clusters": finer than any granularity's classes
+# Above these sizes a fixed-seed sample is measured, so that measuring costs the same at any overlap size: the
+# overlap rows whose items the estimate's labels are read from, and the held-out rows matched against each other.
+ESTIMATE_OVERLAP_ROWS = 131_072
+HELD_OUT_ROWS = 10_000
 GAP_POWERS = (0.0, 0.5, 1.0, 2.0)
 
 
@@ -312,10 +317,15 @@ class EstimateData:
         memory_y: torch.Tensor,
         *,
         max_items: int = 2000,
+        max_overlap: int = ESTIMATE_OVERLAP_ROWS,
         settings: EstimateSettings = DEFAULT_ESTIMATE,
     ) -> None:
         generator = torch.Generator().manual_seed(0)
         self.mx, self.my = subsample(memory_x, max_items, generator), subsample(memory_y, max_items, generator)
+        if len(overlap_x) > max_overlap:
+            rows = subsample(torch.arange(len(overlap_x)), max_overlap, torch.Generator().manual_seed(1))
+            overlap_x, overlap_y = overlap_x[rows], overlap_y[rows]
+        self.overlap_rows = len(overlap_x)
         self.labels = PseudoLabels(overlap_x, overlap_y, self.mx, self.my, by_cluster=settings.labels == "clusters")
         self.settings = settings
 
@@ -352,6 +362,7 @@ class EstimateData:
             "estimate_alignment": alignment,
             "estimate_clusters": float(self.labels.k),
             "estimate_items": float(len(self.mx) + len(self.my)),
+            "estimate_overlap_rows": float(self.overlap_rows),
         }
 
 
@@ -382,16 +393,28 @@ def held_out_quality(
 
 
 def heads_quality(
-    project_x: Projection, project_y: Projection, features: BridgeFeatures, val_idx: torch.Tensor
+    project_x: Projection,
+    project_y: Projection,
+    features: BridgeFeatures,
+    val_idx: torch.Tensor,
+    *,
+    clock: StageClock | None = None,
 ) -> dict[str, float]:
-    """What a bridge method writes into ``card.quality``: held-out overlap matching of the ``val_idx`` rows, and
-    the label-free cross-modal estimate where memories were given. The heads are used as given (in eval mode)."""
-    bx, by = features.overlap_x[val_idx], features.overlap_y[val_idx]
-    quality = held_out_quality(project_x, project_y, bx, by) if len(val_idx) else {}
+    """What a bridge method writes into ``card.quality``: held-out overlap matching of the ``val_idx`` rows (at most
+    ``HELD_OUT_ROWS`` of them, a fixed-seed sample; ``n_val`` of ``n_held_out``), and the label-free cross-modal
+    estimate where memories were given. The heads are used as given (in eval mode); ``clock`` times both."""
+    clock = clock or StageClock("measuring")
+    quality: dict[str, float] = {}
+    if len(val_idx):
+        measured = subsample(val_idx, HELD_OUT_ROWS, torch.Generator().manual_seed(0))
+        with clock.stage("held-out matching", f"{len(measured)} of {len(val_idx)} rows"):
+            bx, by = features.overlap_x[measured], features.overlap_y[measured]
+            quality = {**held_out_quality(project_x, project_y, bx, by), "n_held_out": float(len(val_idx))}
     if features.memory_x is not None and features.memory_y is not None:
-        quality.update(
-            estimate_quality(
-                project_x, project_y, features.overlap_x, features.overlap_y, features.memory_x, features.memory_y
+        with clock.stage("estimate"):
+            quality.update(
+                estimate_quality(
+                    project_x, project_y, features.overlap_x, features.overlap_y, features.memory_x, features.memory_y
+                )
             )
-        )
     return quality

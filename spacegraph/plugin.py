@@ -69,6 +69,7 @@ from ._space import (
     model_config_identity,
     tokenizer_identity,
 )
+from ._stages import StageClock
 from ._streaming import nearest, project_rows, row_blocks, top_k
 from ._weights import layout_problems, read_shapes, read_tensors, tensor_problem
 
@@ -93,6 +94,7 @@ __all__ = [
     "Space",
     "SpaceRef",
     "SpaceSpec",
+    "StageClock",
     "TrainedHeads",
     "as_modality",
     "atomic_dir",

@@ -31,6 +31,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "paper": PAPER_CONFIG,
     "no_memory": {**PAPER_CONFIG, "use_memory": False},
     "memory_seeded": {**PAPER_CONFIG, **SEEDED},
+    # seeds retrieving from 2,048 sampled overlap rows, as a short run on a far larger overlap does by default
+    "memory_seeded+sampled_keys": {**PAPER_CONFIG, **SEEDED, "seed_keys": 2048},
     "memory_seeded+filtered": {**PAPER_CONFIG, **SEEDED, **FILTERED},
     "memory_seeded+filtered+dense": {**PAPER_CONFIG, **SEEDED, **FILTERED, "dense_alignment": True},
     "memory_seeded+select": {**PAPER_CONFIG, **SEEDED, "select_by_estimate": True},

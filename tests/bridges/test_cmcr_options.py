@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from spacegraph_bridges._cmcr_pairs import _memory_seeded
 from spacegraph_bridges.cmcr import (
     PAPER_CONFIG,
     CMCRConfig,
@@ -11,6 +12,7 @@ from spacegraph_bridges.cmcr import (
     memory_retrieve,
     mutual_neighbours,
     pseudo_pairs,
+    seed_keys,
 )
 
 import spacegraph as sg
@@ -124,3 +126,59 @@ def test_training_with_every_option_is_repeatable(kind):
     for a, b in zip(first.head_x.state_dict().values(), second.head_x.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert first.quality == second.quality
+
+
+def test_memory_seeds_retrieve_from_as_many_overlap_rows_as_training_draws():
+    """Default seed_keys is steps x batch_size (SMALL: 30 x 16 = 480 rows); fewer training rows: all of them."""
+    features = toy_features(n=600)
+    pseudo = pairs(features, pseudo_source="overlap+memory")
+    assert pseudo.seed_keys == 480
+    keys = seed_keys(training_data(features), CMCRConfig(**SMALL))  # positions in the training rows (all rows here)
+    assert len(keys) == 480 and keys.unique().tolist() == keys.tolist()  # distinct rows, in order
+    assert torch.equal(keys, seed_keys(training_data(features), CMCRConfig(**SMALL)))  # seeded
+    _, _, _, anchor_y = every_row(pseudo)
+    weights = torch.softmax(features.memory_x @ features.overlap_x[keys].T / 0.01, dim=1)
+    torch.testing.assert_close(anchor_y[600:620], F.normalize(weights @ features.overlap_y[keys], dim=-1))
+    assert pairs(features, pseudo_source="overlap+memory", seed_keys=50).seed_keys == 50
+    assert pairs(toy_features(n=60), pseudo_source="overlap+memory").seed_keys == 60
+
+
+def test_sampled_seed_keys_give_the_filter_training_rows_as_pivots():
+    """Training rows 10..59 of the overlap, 5 of them sampled as keys: each seed's pivot is the position (in the
+    training rows, as the filter's mask counts) of its nearest key."""
+    features = toy_features()
+    config = CMCRConfig(**SMALL, pseudo_source="overlap+memory", seed_keys=5)
+    rows = torch.arange(10, 60)
+    data = TrainingData(features.overlap_x, features.overlap_y, rows, features.memory_x, features.memory_y, config)
+    keys = seed_keys(data, config)
+    _, pivots = _memory_seeded(data, RankSlice(), keys, pivots=True, show_progress_bar=False)
+    nearest_a = (features.memory_x @ features.overlap_x[rows[keys]].T).argmax(dim=1)
+    nearest_c = (features.memory_y @ features.overlap_y[rows[keys]].T).argmax(dim=1)
+    assert len(keys) == 5 and torch.equal(pivots, keys[torch.cat([nearest_a, nearest_c])])
+
+
+def test_fit_reports_its_stages_and_announces_them(capsys):
+    config = CMCRConfig(**{**SMALL, "val_fraction": 0.2}, pseudo_source="overlap+memory")
+    fit = fit_heads(toy_features(), config, show_progress_bar=True)
+    stages = {"pseudo pairs", "steps", "step retrieval", "held-out matching", "estimate"}
+    assert set(fit.stage_seconds) == stages and all(value >= 0 for value in fit.stage_seconds.values())
+    assert fit.stage_seconds["step retrieval"] <= fit.stage_seconds["steps"]
+    err = capsys.readouterr().err
+    for stage in ("held-out matching", "estimate"):  # the others run under progress bars
+        assert f"C-MCR: {stage} took" in err, stage
+    assert "held-out matching (12 of 12 rows)" in err and "memory-seeded pairs from 48 overlap rows" in err
+
+
+def test_measuring_samples_held_out_rows_and_estimate_overlap_above_their_caps(monkeypatch):
+    features = toy_features(n=300)
+    head = sg.plugin.ProjectionHead(sg.HeadSpec(in_dim=6, hidden_dim=8, out_dim=4)).eval()
+    other = sg.plugin.ProjectionHead(sg.HeadSpec(in_dim=5, hidden_dim=8, out_dim=4)).eval()
+    full = sg.plugin.heads_quality(head, other, features, torch.arange(100))
+    assert (full["n_val"], full["n_held_out"], full["estimate_overlap_rows"]) == (100, 100, 300)
+    monkeypatch.setattr("spacegraph._quality.HELD_OUT_ROWS", 40)
+    sampled = sg.plugin.heads_quality(head, other, features, torch.arange(100))
+    assert (sampled["n_val"], sampled["n_held_out"]) == (40, 100)
+    capped = sg.plugin.EstimateData(
+        features.overlap_x, features.overlap_y, features.memory_x, features.memory_y, max_overlap=120
+    )
+    assert capped.overlap_rows == 120 and capped.score(head, other)["estimate_overlap_rows"] == 120

@@ -72,7 +72,7 @@ def test_fast_step_learns_like_the_float32_step(options):
 
 
 def test_a_failure_after_training_keeps_the_trained_heads(monkeypatch, toy_spaces):
-    def out_of_memory(*_args):
+    def out_of_memory(*_args, **_options):
         raise RuntimeError("DefaultCPUAllocator: not enough memory")
 
     monkeypatch.setattr("spacegraph._method.heads_quality", out_of_memory)  # the base measures every method
@@ -83,5 +83,5 @@ def test_a_failure_after_training_keeps_the_trained_heads(monkeypatch, toy_space
     with pytest.warns(UserWarning, match="the bridge is kept with its quality unmeasured"):
         bridge = cmcr.CMCRMethod().train(x, y, "text", features, {**SMALL, "steps": 5}, show_progress_bar=False)
     assert bridge.card.score_source == "unmeasured"
-    assert set(bridge.card.quality) == {"n_pseudo_pairs", "train_seconds"}
+    assert set(bridge.card.quality) == {"n_pseudo_pairs", "seed_keys", "train_seconds"}
     assert torch.isfinite(bridge.head(x.name)(features.overlap_x[:4])).all()
