@@ -74,12 +74,26 @@ def retrieval_metrics(
 ) -> dict[str, float]:
     """R@k (a relevant item in the top k) and mAP over the full ranking; relevant = same class.
 
-    ``scores`` is ``[n_queries, n_gallery]``, higher is closer.
+    ``scores`` is ``[n_queries, n_gallery]``, higher is closer. A query whose class the gallery never shows has
+    nothing to find: it is left out, as in any retrieval benchmark; with none left, nothing can be measured and
+    this is an error.
     """
     relevant = _ranked_relevance(scores, query_labels, gallery_labels)
+    answerable = relevant.amax(dim=1) > 0
+    if not bool(answerable.any()):
+        queries, gallery = (sorted(set(_labels(labels).tolist())) for labels in (query_labels, gallery_labels))
+        raise SpacegraphValueError(
+            f"retrieval_metrics: no query has a relevant gallery item (query labels {_few(queries)}, gallery labels "
+            f"{_few(gallery)}), so nothing can be measured; give queries and gallery classes in common"
+        )
+    relevant = relevant[answerable]
     metrics = {f"R@{k}": float(relevant[:, :k].amax(dim=1).mean()) for k in ks}
     metrics["mAP"] = float(_average_precisions(relevant).mean())
     return metrics
+
+
+def _few(labels: list[int], shown: int = 5) -> str:
+    return "[" + ", ".join(map(str, labels[:shown])) + (", ...]" if len(labels) > shown else "]")
 
 
 def chance_metrics(
@@ -113,8 +127,16 @@ def zero_shot_accuracy(
     embeddings: torch.Tensor, labels: Sequence[int] | np.ndarray | torch.Tensor, class_embeddings: torch.Tensor
 ) -> float:
     """Accuracy of assigning each embedding to its most similar class embedding (row c = class c)."""
+    labels = _labels(labels)
+    if len(labels) != len(embeddings) or len(labels) == 0:
+        raise SpacegraphValueError(f"zero_shot_accuracy: {len(embeddings)} embeddings and {len(labels)} labels")
+    if bool(((labels < 0) | (labels >= len(class_embeddings))).any()):
+        raise SpacegraphValueError(
+            f"zero_shot_accuracy: labels must index the {len(class_embeddings)} class embeddings (0 to "
+            f"{len(class_embeddings) - 1}); got labels from {int(labels.min())} to {int(labels.max())}"
+        )
     scores = _finite(embeddings @ class_embeddings.T, "zero_shot_accuracy")
-    return float((scores.argmax(dim=1) == _labels(labels)).float().mean())
+    return float((scores.argmax(dim=1) == labels).float().mean())
 
 
 def linear_probe_accuracy(

@@ -51,10 +51,17 @@ class Probe:
 
 
 def measure(route: Route, probe: Probe) -> dict[str, Any]:
-    """Retrieval metrics of the route on the probe, both directions; ``mAP`` is their mean."""
+    """Retrieval metrics of the route on the probe, both directions; ``mAP`` is their mean. A probe whose two sides
+    share no label has nothing to find and is refused before anything is encoded."""
+    shared = np.intersect1d(np.asarray(probe.source_labels), np.asarray(probe.target_labels))
+    if len(shared) == 0:
+        raise SpacegraphValueError(
+            f"probe {probe.name!r}: no source label is among the target labels, so no query has a relevant item "
+            "and the route cannot be measured; label both sides by the same classes"
+        )
     embed = route.project if probe.features else route.encode
-    source = embed(route.source.modality, probe.source_inputs)
-    target = embed(route.target.modality, probe.target_inputs)
+    source = embed("source", probe.source_inputs)
+    target = embed("target", probe.target_inputs)
     scores = source @ target.T
     forward = retrieval_metrics(scores, probe.source_labels, probe.target_labels)
     backward = retrieval_metrics(scores.T, probe.target_labels, probe.source_labels)

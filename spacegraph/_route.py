@@ -45,11 +45,16 @@ class Leg:
         return embeddings
 
 
+ROLES = ("source", "target")
+
+
 class Route:
-    """Embeds two modalities into one common space; ``encode`` and ``similarity`` work on raw inputs."""
+    """Embeds two modalities into one common space; ``encode`` and ``similarity`` work on raw inputs.
+
+    An end is named by its modality, or, where both ends embed the same modality (text of one space against text
+    of another), by ``"source"`` / ``"target"`` or ``"space:modality"`` (as :meth:`SpaceGraph.connect` pins it)."""
 
     def __init__(self, source: Leg, target: Leg) -> None:
-        self.legs = {source.modality: source, target.modality: target}
         self.source, self.target = source, target
         self.search_index: SearchIndex | None = None  # set by index / load_index, read by search
 
@@ -101,27 +106,44 @@ class Route:
             f"bridges: {bridges or 'none'}; expected quality {self.expected_quality:.3f}"
         )
 
-    def leg(self, modality: str | Modality) -> Leg:
-        modality = as_modality(modality)
-        if modality not in self.legs:
-            have = ", ".join(m.value for m in self.legs)
-            raise SpacegraphValueError(f"this route embeds {have}, not {modality.value!r}")
-        return self.legs[modality]
+    def leg(self, end: str | Modality) -> Leg:
+        """The leg of ``end``: ``"source"`` or ``"target"``, ``"space:modality"``, or a modality only one end
+        embeds (both ends may, when they are the same leg)."""
+        return getattr(self, self.role(end))
 
-    def encode(self, modality: str | Modality, inputs: Any, **encode_kwargs: Any) -> torch.Tensor:
-        """Embed raw ``inputs`` of ``modality`` into the common space (unit-norm rows)."""
-        leg = self.leg(modality)
-        return leg.project(leg.space.encode(modality, inputs, **encode_kwargs))
+    def role(self, end: str | Modality) -> str:
+        """``"source"`` or ``"target"``: the end that ``end`` names (see :meth:`leg`)."""
+        if end in ROLES:
+            return str(end)
+        named, _, modality = str(end.value if isinstance(end, Modality) else end).rpartition(":")
+        wanted = as_modality(modality)
+        roles = [r for r in ROLES if self._leg_of(r).modality == wanted and named in ("", self._leg_of(r).space.name)]
+        ends = ", ".join(f"{r} {self._leg_of(r).space.name}:{self._leg_of(r).modality.value}" for r in ROLES)
+        if not roles:
+            raise SpacegraphValueError(f"this route's ends are {ends}; none is {end!r}")
+        if len(roles) == 2 and leg_identity(self.source) != leg_identity(self.target):
+            raise SpacegraphValueError(
+                f"both ends of this route embed {wanted.value!r} ({ends}): name one as 'source' or 'target'"
+                + ("" if named else " or as 'space:modality'")
+            )
+        return roles[0]
 
-    def project(self, modality: str | Modality, embeddings: torch.Tensor) -> torch.Tensor:
+    def _leg_of(self, role: str) -> Leg:
+        return self.source if role == "source" else self.target
+
+    def encode(self, end: str | Modality, inputs: Any, **encode_kwargs: Any) -> torch.Tensor:
+        """Embed raw ``inputs`` of one end (see :meth:`leg`) into the common space (unit-norm rows)."""
+        leg = self.leg(end)
+        return leg.project(leg.space.encode(leg.modality, inputs, **encode_kwargs))
+
+    def project(self, end: str | Modality, embeddings: torch.Tensor) -> torch.Tensor:
         """Map embeddings already made by the leg's own space (e.g. cached features) into the common space."""
-        return self.leg(modality).project(embeddings)
+        return self.leg(end).project(embeddings)
 
     def similarity(self, source_inputs: Any, target_inputs: Any, **encode_kwargs: Any) -> torch.Tensor:
-        """Cosine similarities ``[n_source, n_target]`` between raw inputs of the two modalities."""
-        a = self.encode(self.source.modality, source_inputs, **encode_kwargs)
-        b = self.encode(self.target.modality, target_inputs, **encode_kwargs)
-        return a @ b.T
+        """Cosine similarities ``[n_source, n_target]`` between raw inputs of the two ends."""
+        a = self.encode("source", source_inputs, **encode_kwargs)
+        return a @ self.encode("target", target_inputs, **encode_kwargs).T
 
     def index(
         self,
@@ -132,32 +154,31 @@ class Route:
         backend: Backend = "auto",
         **options: int,
     ) -> SearchIndex:
-        """Index ``items`` of ``modality`` (default: the target side) in the common space, and keep the index for
+        """Index ``items`` of one end (``modality``, named as in :meth:`leg`; default: the target) in the common
+        space, and keep the index for
         :meth:`search`. ``items``: raw inputs, or a float tensor of the leg's own space embeddings (e.g. from
         ``FeatureStore.load``). ``ids``: one int or string per item (default 0..n-1). ``backend``: ``"auto"``
         (exact up to 100k rows, else faiss/usearch if the ``search`` extra is installed), ``"exact"``,
         ``"faiss-hnsw"``, ``"faiss-ivf"`` or ``"usearch"``; ``options``: that backend's (see
         ``spacegraph._index_backends``)."""
-        modality = self.target.modality if modality is None else as_modality(modality)
-        self.leg(modality)  # an unknown modality fails before any encoding
-        vectors = self._embed(modality, items)
-        identity = route_identity(self, modality)
+        role = "target" if modality is None else self.role(modality)  # an unknown end fails before any encoding
+        vectors = self._embed(role, items)
+        identity = route_identity(self, role)
         self.search_index = SearchIndex.build(vectors, ids=ids, backend=backend, identity=identity, **options)
         return self.search_index
 
     def search(
         self, queries: Any, k: int = 10, *, modality: str | Modality | None = None, effort: int | None = None
     ) -> SearchResult:
-        """The ``k`` best indexed items (``k`` capped at the index size) for each of ``queries`` of ``modality``
-        (default: the side not indexed), raw or as the leg's space embeddings. Unpacks as ``scores, ids``."""
+        """The ``k`` best indexed items (``k`` capped at the index size) for each of ``queries`` of one end
+        (``modality``, named as in :meth:`leg`; default: the end not indexed), raw or as the leg's space
+        embeddings. Unpacks as ``scores, ids``."""
         check_count("k", k)  # before any encoding
         index = self.search_index
         if index is None:
             raise SpacegraphValueError("this route has no search index yet: build one with route.index(items)")
-        indexed = _indexed_modality(index)
-        if modality is None:
-            modality = next((m for m in self.legs if m != indexed), indexed)
-        return index.search(self._embed(as_modality(modality), queries), k, effort=effort)
+        role = ROLES[1 - ROLES.index(self._indexed_role(index))] if modality is None else self.role(modality)
+        return index.search(self._embed(role, queries), k, effort=effort)
 
     def load_index(self, folder: str | os.PathLike) -> SearchIndex:
         """Load an index saved with ``SearchIndex.save`` for :meth:`search`, refusing one built for another route:
@@ -168,12 +189,26 @@ class Route:
         self.search_index = index
         return index
 
+    def _indexed_role(self, index: SearchIndex) -> str:
+        """The end whose leg embeds the rows ``index`` holds, as :meth:`index` recorded that leg (the end it was,
+        where both ends match); else the end of its space and modality, which :meth:`_check_index` then refuses."""
+        if index.identity is None or "indexed" not in index.identity:
+            raise SpacegraphValueError("this index was built without a route (SearchIndex.build); search it directly")
+        recorded = index.identity["indexed"]
+        indexed = _without_end(index.identity)["indexed"]
+        matching = [role for role in ROLES if leg_identity(self._leg_of(role)) == indexed]
+        if matching:
+            return recorded["end"] if recorded.get("end") in matching else matching[0]
+        try:
+            return self.role(f"{indexed['space']}:{indexed['modality']}")
+        except SpacegraphValueError as err:
+            raise SpacegraphValueError(
+                f"this index holds {indexed['modality']!r} rows of {indexed['space']!r}: {err}"
+            ) from err
+
     def _check_index(self, index: SearchIndex) -> None:
-        modality = _indexed_modality(index)
-        if modality not in self.legs:
-            have = ", ".join(m.value for m in self.legs)
-            raise SpacegraphValueError(f"this index holds {modality.value!r} rows; the route embeds {have}")
-        built, now = index.identity or {}, route_identity(self, modality)
+        role = self._indexed_role(index)
+        built, now = _without_end(index.identity or {}), _without_end(route_identity(self, role))
         for key in ("common_space", "indexed"):
             if now[key] != built[key]:
                 raise SpacegraphValueError(
@@ -181,10 +216,11 @@ class Route:
                     f"{json.dumps(built[key])}, this route's is {json.dumps(now[key])}; rebuild it with route.index"
                 )
 
-    def _embed(self, modality: Modality, items: Any) -> torch.Tensor:
-        """``items`` of ``modality`` in the common space. A float ``torch.Tensor`` is read as embeddings made by the
-        leg's own space (e.g. ``FeatureStore.load``) and only projected; anything else is encoded first."""
-        leg = self.leg(modality)
+    def _embed(self, role: str, items: Any) -> torch.Tensor:
+        """``items`` of the ``role`` end in the common space. A float ``torch.Tensor`` is read as embeddings made by
+        the leg's own space (e.g. ``FeatureStore.load``) and only projected; anything else is encoded first."""
+        leg = self._leg_of(role)
+        modality = leg.modality
         if isinstance(items, torch.Tensor) and items.is_floating_point():
             what = (
                 f"{modality.value} embeddings of space {leg.space.name!r} (a float tensor is read as that space's "
@@ -207,11 +243,10 @@ class Route:
         return _display.route_html(self)
 
 
-def _indexed_modality(index: SearchIndex) -> Modality:
-    """The modality of the route side ``index`` holds, as :meth:`Route.index` recorded it."""
-    if index.identity is None or "indexed" not in index.identity:
-        raise SpacegraphValueError("this index was built without a route (SearchIndex.build); search it directly")
-    return as_modality(index.identity["indexed"]["modality"])
+def _without_end(identity: dict[str, Any]) -> dict[str, Any]:
+    """An index identity as compared: which end the indexed leg is decides nothing (older indexes lack it)."""
+    indexed = {key: value for key, value in identity.get("indexed", {}).items() if key != "end"}
+    return {**identity, "indexed": indexed}
 
 
 def leg_identity(leg: Leg) -> dict[str, Any]:
@@ -226,10 +261,12 @@ def leg_identity(leg: Leg) -> dict[str, Any]:
     }
 
 
-def route_identity(route: Route, modality: Modality) -> dict[str, Any]:
-    """The identity kept with an index of ``modality``'s side of ``route``: the common space, that leg, the others."""
+def route_identity(route: Route, role: str) -> dict[str, Any]:
+    """The identity kept with an index of ``route``'s ``role`` end: the common space, that leg (and which end it
+    is), the other."""
+    other = ROLES[1 - ROLES.index(role)]
     return {
         "common_space": route.common_space,
-        "indexed": leg_identity(route.legs[modality]),
-        "others": [leg_identity(leg) for m, leg in route.legs.items() if m != modality],
+        "indexed": {**leg_identity(route.leg(role)), "end": role},
+        "others": [leg_identity(route.leg(other))],
     }

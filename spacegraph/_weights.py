@@ -31,6 +31,16 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise SpacegraphValueError(f"{path}: not a readable safetensors file ({err})") from err
 
 
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """:func:`read_tensors`, refusing a file any of whose weights or statistics is unusable (:func:`tensor_problem`),
+    naming the file and the tensors: every model's weights are loaded through this."""
+    state = read_tensors(path)
+    problems = [problem for key in sorted(state) if (problem := tensor_problem(key, state[key]))]
+    if problems:
+        raise SpacegraphValueError(f"{path}: {'; '.join(problems[:5])}; these weights are damaged, copy them again")
+    return state
+
+
 def layout_problems(found: Shapes, expected: Shapes) -> list[str]:
     """Missing, unexpected and wrongly shaped names, each list of names sorted."""
     problems = []

@@ -71,7 +71,7 @@ from ._space import (
 )
 from ._stages import StageClock
 from ._streaming import nearest, project_rows, row_blocks, top_k
-from ._weights import layout_problems, read_shapes, read_tensors, tensor_problem
+from ._weights import layout_problems, read_shapes, read_tensors, read_weights, tensor_problem
 
 __all__ = [
     "ESTIMATE_SETTINGS",
@@ -124,6 +124,7 @@ __all__ = [
     "rank_device",
     "read_shapes",
     "read_tensors",
+    "read_weights",
     "recover_interrupted_save",
     "register_bridge_method",
     "register_modality",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import wave
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -77,15 +78,40 @@ def _resampled(wave: np.ndarray, rate: int, sample_rate: int, what: str) -> np.n
     return _mono_checked(resample_poly(wave, sample_rate // g, rate // g), what)
 
 
-def _read_audio_file(path: Path, sample_rate: int, what: str) -> np.ndarray:
+def regular_file(path: Path, what: str, kind: str, accepted: str) -> Path:
+    """``path``, if it is a regular file; else an error saying what it is. Checked with ``stat`` before anything
+    opens it: reading a FIFO, socket or device would block, or never end."""
     if not path.exists():
-        raise SpacegraphFileNotFoundError(f"{what}: audio file not found: {path}")
+        raise SpacegraphFileNotFoundError(f"{what}: {kind} file not found: {path}")
+    article = "an" if kind[0] in "aeiou" else "a"
     if path.is_dir():
-        raise SpacegraphValueError(f"{what}: {path} is a folder, not an audio file; {AUDIO_ACCEPTED}")
+        raise SpacegraphValueError(f"{what}: {path} is a folder, not {article} {kind} file; {accepted}")
+    if not path.is_file():
+        raise SpacegraphValueError(f"{what}: {path} is not a regular file (a FIFO, socket or device); {accepted}")
+    return path
+
+
+def _declared_frames(path: Path) -> int | None:
+    """The frame count a PCM WAV file's header declares (the standard library's ``wave``); None for other files."""
+    try:
+        with wave.open(str(path), "rb") as file:
+            return file.getnframes()
+    except (wave.Error, EOFError, OSError):
+        return None
+
+
+def _read_audio_file(path: Path, sample_rate: int, what: str) -> np.ndarray:
+    regular_file(path, what, "audio", AUDIO_ACCEPTED)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         raise SpacegraphValueError(f"{what}: could not read audio file {path} ({err}); {AUDIO_ACCEPTED}") from err
+    declared = _declared_frames(path)
+    if declared is not None and len(data) < declared:  # libsndfile reads a truncated WAV up to where it ends
+        raise SpacegraphValueError(
+            f"{what}: audio file {path} is truncated: its header promises {declared} frames, it holds {len(data)}; "
+            "re-encode or remove it"
+        )
     what = f"{what}, file {path}"
     return _resampled(_mono_checked(data, what), rate, sample_rate, what)
 
@@ -181,6 +207,14 @@ def _rgb_pil(arr: np.ndarray) -> Image.Image:
 
 
 def _check_pil_size(image: Image.Image, what: str) -> None:
+    """Refuse a PIL image with no pixels, a closed one, or one whose file does not decode in full."""
+    try:
+        image.load()
+    except (OSError, ValueError, SyntaxError) as err:
+        raise SpacegraphValueError(
+            f"{what}: the PIL image cannot be decoded ({err}): it is closed, or its file is damaged or truncated; "
+            f"{IMAGE_ACCEPTED}"
+        ) from err
     if image.width == 0 or image.height == 0:
         raise SpacegraphValueError(f"{what}: a {image.width}x{image.height} PIL image has no pixels; {IMAGE_ACCEPTED}")
 
@@ -216,11 +250,8 @@ def _pil_to_rgb(image: Image.Image, what: str) -> Image.Image:
 
 
 def _read_image_file(path: Path, what: str) -> Image.Image:
-    """The image file at ``path``, decoded in full."""
-    if not path.exists():
-        raise SpacegraphFileNotFoundError(f"{what}: image file not found: {path}")
-    if path.is_dir():
-        raise SpacegraphValueError(f"{what}: {path} is a folder, not an image file; {IMAGE_ACCEPTED}")
+    """The image file at ``path``, decoded in full (Pillow refuses a truncated one)."""
+    regular_file(path, what, "image", IMAGE_ACCEPTED)
     try:
         with Image.open(path) as image:
             image.load()

@@ -38,6 +38,7 @@ from spacegraph.plugin import (
     read_shapes,
     read_tensors,
     recover_interrupted_save,
+    tensor_problem,
 )
 
 from .pointcloud_io import load_xyz
@@ -279,11 +280,14 @@ def _check_layout(model: PointBertModel, shapes: Mapping[str, tuple[int, ...]], 
 
 def _load_exact(model: PointBertModel, state: Mapping[str, Any], source: str) -> None:
     """``load_state_dict(strict=True)`` with errors that list a few non-tensor, missing, unexpected and mismatched
-    names."""
+    names, and the tensors holding NaN or inf (whatever file they came from)."""
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise SpacegraphValueError(f"{source}: entries that are not tensors: {_few(not_tensors)}")
     _check_layout(model, {k: tuple(v.shape) for k, v in state.items()}, source)
+    problems = [problem for key in sorted(state) if (problem := tensor_problem(key, state[key]))]
+    if problems:
+        raise SpacegraphValueError(f"{source}: {'; '.join(problems[:5])}; these weights are damaged, copy them again")
     model.load_state_dict(state)
 
 

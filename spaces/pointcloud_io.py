@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from spacegraph.plugin import SpacegraphFileNotFoundError, SpacegraphTypeError, SpacegraphValueError, require
+from spacegraph.plugin import SpacegraphTypeError, SpacegraphValueError, require
+
+from .media import regular_file
 
 POINT_CLOUD_ACCEPTED = (
     "accepted point clouds: numpy arrays or tensors shaped [N, 3], or [N, C > 3] whose columns after x, y, z "
@@ -150,10 +152,7 @@ def read_point_cloud_file(path: str | Path, what: str = "point cloud item") -> n
         raise SpacegraphValueError(
             f"{what}: unsupported point cloud file extension {path.suffix!r} ({path}); {POINT_CLOUD_ACCEPTED}"
         )
-    if not path.exists():
-        raise SpacegraphFileNotFoundError(f"{what}: point cloud file not found: {path}")
-    if path.is_dir():
-        raise SpacegraphValueError(f"{what}: {path} is a folder, not a point cloud file; {POINT_CLOUD_ACCEPTED}")
+    regular_file(path, what, "point cloud", POINT_CLOUD_ACCEPTED)
     try:
         return reader(path)
     except ImportError:

@@ -33,3 +33,12 @@ def toy_spaces():
 
 def random_unit(n: int, dim: int, seed: int) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def chain_of_three_spaces() -> tuple[ToySpace, ToySpace, ToySpace]:
+    """Audio-text, text-image and image-lowres: each shares a modality with the next."""
+    return (
+        ToySpace("toy-at", ("audio", "text"), 6, seed=1),
+        ToySpace("toy-ti", ("text", "image"), 10, seed=2),
+        ToySpace("toy-il", ("image", "lowres_image"), 5, seed=3),
+    )

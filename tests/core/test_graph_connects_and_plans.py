@@ -79,7 +79,9 @@ def test_bridge_errors(toy_spaces, tmp_path):
         sg.SpaceGraph([x, changed], [bridge])
     with pytest.raises(ValueError, match=r"expected shape \[n, 6\]"):
         bridge.project("toy-at", torch.randn(2, 10))
-    with pytest.raises(ValueError, match="this route embeds audio, image, not 'text'"):
+    with pytest.raises(
+        ValueError, match="this route's ends are source toy-at:audio, target toy-ti:image; none is 'text'"
+    ):
         graph.connect("audio", "image").encode("text", torch.randn(1, 8))
     with pytest.raises(sg.UnknownNameError, match="unknown bridge method 'cmrc'; registered: .*cmcr"):
         graph.train_bridge("toy-at", "toy-ti", overlap="text", features=None, method="cmrc")

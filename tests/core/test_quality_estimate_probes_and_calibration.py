@@ -128,6 +128,15 @@ def test_evaluate_measures_the_route_on_the_probe(bridged):
     assert 0 <= result["mAP"] <= 1 and bridge.card.calibration is None  # measuring alone changes nothing
 
 
+def test_a_probe_whose_sides_share_no_label_is_refused_and_calibrates_nothing(bridged):
+    graph, bridge, probe = bridged
+    card = bridge.card
+    disjoint = sg.Probe("no-overlap", probe.source_inputs, np.zeros(12), probe.target_inputs, np.ones(12), True)
+    with pytest.raises(sg.SpacegraphValueError, match="probe 'no-overlap': no source label is among the target"):
+        graph.evaluate(graph.connect("audio", "image"), disjoint, calibrate=True)
+    assert bridge.card is card and graph.connect("audio", "image").expected_quality == pytest.approx(card.score)
+
+
 def test_calibration_replaces_the_estimate_and_survives_saving(bridged, tmp_path):
     graph, bridge, probe = bridged
     route = graph.connect("audio", "image")

@@ -8,7 +8,7 @@ import pytest
 from spacegraph_bridges.cmcr import CMCRMethod
 
 import spacegraph as sg
-from tests.conftest import ToySpace, random_unit
+from tests.conftest import ToySpace, chain_of_three_spaces, random_unit
 from tests.core.test_graph_connects_and_plans import with_score
 
 QUICK = {"steps": 5, "hidden_dim": 16, "out_dim": 8, "batch_size": 16}
@@ -28,9 +28,7 @@ def bridge(x, y, overlap="text", quality=0.8, **config):
 @pytest.fixture(scope="module")
 def graph():
     """Audio-text and text-image joined through text; the joint space joined with image-lowres through images."""
-    at = ToySpace("toy-at", ("audio", "text"), 6, seed=1)
-    ti = ToySpace("toy-ti", ("text", "image"), 10, seed=2)
-    il = ToySpace("toy-il", ("image", "lowres_image"), 5, seed=3)
+    at, ti, il = chain_of_three_spaces()
     graph = sg.SpaceGraph([at, ti, il])
     first = graph.add_bridge(bridge(at, ti, quality=0.8))
     graph.add_bridge(bridge(graph.space(first.name), il, overlap="image", quality=0.5))

@@ -136,7 +136,9 @@ def test_route_index_and_search_from_raw_inputs_and_from_features(route, toy_spa
 def test_route_errors(route, toy_spaces):
     with pytest.raises(sg.SpacegraphValueError, match="no search index yet"):
         route.search(torch.randn(2, 8).numpy())
-    with pytest.raises(sg.SpacegraphValueError, match="embeds audio, image, not 'text'"):
+    with pytest.raises(
+        sg.SpacegraphValueError, match="ends are source toy-at:audio, target toy-ti:image; none is 'text'"
+    ):
         route.index(torch.randn(3, 8).numpy(), modality="text")
     with pytest.raises(sg.SpacegraphValueError, match="a float tensor is read as that space's embeddings"):
         route.index(torch.randn(3, 8))  # raw toy inputs as a float tensor: the image space's dim is 10

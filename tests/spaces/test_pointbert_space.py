@@ -402,3 +402,18 @@ def test_real_modelnet10_clouds_encode(space):
     assert out.shape == (3, 16) and torch.isfinite(out).all()
     torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
     torch.testing.assert_close(encode(space, points[0] * 0.01 - 5), out[:1], atol=1e-5, rtol=0)
+
+
+def test_weights_with_nan_are_refused_from_a_folder_and_a_checkpoint(space, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = space.save_pretrained(tmp_path / "saved")
+    state = load_file(str(folder / "model.safetensors"))
+    key = sorted(state)[3]
+    state[key] = state[key].clone().fill_(float("nan"))
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(sg.SpacegraphValueError, match=rf"saved: {key} contains NaN or inf"):
+        PointBertSpace.from_pretrained(folder)
+    poisoned = ulip_checkpoint(space, tmp_path / "nan.pt", {f"module.{key}": state[key]})
+    with pytest.raises(sg.SpacegraphValueError, match=rf"nan\.pt: {key} contains NaN or inf"):
+        PointBertSpace.from_ulip_checkpoint(poisoned, TINY)
