@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from spacegraph.plugin import HeadArch
 
@@ -71,7 +72,16 @@ class CMCRConfig(BaseModel):
         "on a CPU with AMX (Sapphire Rapids and later) is also several times faster than fp32.",
     )
     compile: bool = Field(False, description="torch.compile the heads for training (pays off on long runs).")
-    device: str = "cpu"
+    device: str = Field("cpu", description="cpu, cuda (each rank's GPU under torchrun), cuda:N or mps.")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        try:
+            torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(f"{device!r} is not a device torch knows; accepted: cpu, cuda, cuda:N, mps") from err
+        return device
 
 
 # The paper's behaviour: ``CMCRConfig(**PAPER_CONFIG)`` trains C-MCR as published.

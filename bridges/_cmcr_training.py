@@ -20,6 +20,7 @@ from spacegraph.plugin import (
     RankSlice,
     SpacegraphValueError,
     StageClock,
+    checked_device,
     measure_quality,
     progress_range,
     rank_device,
@@ -255,7 +256,7 @@ class TrainingRun:
     def start(cls, features: BridgeFeatures, config: CMCRConfig, clock: StageClock | None = None) -> TrainingRun:
         clock = clock or StageClock("C-MCR")
         ranks = RankSlice.current()
-        device = rank_device() if config.device == "cuda" else torch.device(config.device)
+        device = rank_device() if config.device == "cuda" else checked_device(config.device, "config.device")
         generator = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)
         train_idx, val_idx = _split(features.overlap_x.shape[0], config.val_fraction, generator)

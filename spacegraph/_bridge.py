@@ -164,6 +164,12 @@ class Bridge(nn.Module, HubMixin):
                 f"bridge {self.name!r} was trained on space {spec.name!r} with fingerprint {ref.fingerprint}, "
                 f"but the space given has fingerprint {spec.fingerprint}: its weights differ; retrain the bridge"
             )
+        if ref.dim != spec.dim or not set(ref.modalities) <= set(spec.modalities):
+            have, card = (", ".join(m.value for m in mods) for mods in (spec.modalities, ref.modalities))
+            raise SpacegraphValueError(
+                f"bridge {self.name!r}: its card says space {spec.name!r} embeds {card} in {ref.dim} dims, but the "
+                f"space embeds {have} in {spec.dim}; the card was edited, or is for another space"
+            )
 
     def check_finite(self, source: str | os.PathLike | None = None) -> None:
         """Refuse NaN or inf in any weight or BatchNorm statistic, and a negative running variance, naming the

@@ -55,6 +55,9 @@ def _frozen(mapping: dict[str, V]) -> FrozenDict[V]:
 Frozen = Annotated[dict[str, V], AfterValidator(_frozen)]
 
 
+MAX_DIM = 1 << 20  # a head's widths: far above any embedding, far below a size that cannot be allocated
+
+
 class HeadSpec(BaseModel):
     """A projector head. ``mlp2`` is the released audio-visual C-MCR head (Linear-BN-ReLU-Linear-BN),
     ``mlp1`` the released 3D head (Linear-BN-ReLU); both end in L2 normalisation."""
@@ -62,9 +65,9 @@ class HeadSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     arch: HeadArch = "mlp2"
-    in_dim: int = Field(gt=0)
-    hidden_dim: int = Field(default=1024, gt=0)
-    out_dim: int = Field(gt=0)
+    in_dim: int = Field(gt=0, le=MAX_DIM)
+    hidden_dim: int = Field(default=1024, gt=0, le=MAX_DIM)
+    out_dim: int = Field(gt=0, le=MAX_DIM)
 
 
 class SpaceRef(BaseModel):
@@ -290,7 +293,7 @@ def read_card(path: Path) -> BridgeCard:
     """The bridge card at ``path``; every error names the file (and the field)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (OSError, ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError; nested too deep
         raise SpacegraphValueError(f"{path}: not a readable JSON bridge card ({err})") from err
     version = data.get("format_version") if isinstance(data, dict) else None
     if isinstance(version, int) and version > FORMAT_VERSION:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ._atomic import write_text_atomic
 from ._batching import batch_length
+from ._checks import check_count
 from ._distributed import ensure_process_group, on_every_rank, on_first_rank
 from ._errors import SpacegraphFileNotFoundError, SpacegraphTypeError, SpacegraphValueError
 from ._feature_cache import (
@@ -94,10 +95,8 @@ class FeatureStore:
     """
 
     def __init__(self, root: str | os.PathLike, *, shard_rows: int = 4096) -> None:
-        if shard_rows < 1:
-            raise SpacegraphValueError(f"shard_rows must be >= 1, got {shard_rows}")
+        self.shard_rows = check_count("shard_rows", shard_rows)
         self.root = Path(root)
-        self.shard_rows = shard_rows
 
     def folder(self, space_name: str, modality: Modality | str, dataset: str) -> Path:
         dataset = check_path_name(dataset, "dataset name")

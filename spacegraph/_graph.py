@@ -21,6 +21,7 @@ import networkx as nx
 import torch
 
 from ._bridge import Bridge, BridgeCard, BridgeFeatures
+from ._checks import check_count
 from ._errors import NoRouteError, SpacegraphTypeError, SpacegraphValueError, UnknownNameError
 from ._features import FeatureStore
 from ._joint import JointSpace
@@ -73,6 +74,11 @@ class SpaceGraph:
 
     def add_bridge(self, bridge: Bridge) -> Bridge:
         """Add a trained bridge; its spaces must be in the graph with the same weights it was trained on."""
+        if not isinstance(bridge, Bridge):
+            raise SpacegraphTypeError(
+                f"add_bridge takes a spacegraph.Bridge (from train_bridge, Bridge.load or Bridge.from_pretrained), "
+                f"got {type(bridge).__name__}"
+            )
         if bridge.name in self._bridges:
             raise SpacegraphValueError(f"the graph already has a bridge named {bridge.name!r}; a bridge is added once")
         cost = bridge.card.cost
@@ -234,8 +240,7 @@ class SpaceGraph:
         ``max_routes`` bounds the list. The best route (least cost, then fewest heads, then names) is always kept. If
         every entry space's cheapest route fits as well, all of them are kept, and the best of the others fill the
         room left; if not, the ``max_routes`` best are kept."""
-        if max_routes < 1:
-            raise SpacegraphValueError(f"max_routes must be >= 1, got {max_routes}")
+        check_count("max_routes", max_routes)
         a_end, b_end = self._end(a, source, "source"), self._end(b, target, "target")
         return plan_routes(self._graph, self._adjacency(), a_end, b_end, max_routes)
 

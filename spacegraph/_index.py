@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file, save_file
 
 from ._atomic import atomic_dir, recover_interrupted_save
+from ._checks import check_count
 from ._errors import SpacegraphFileNotFoundError, SpacegraphTypeError, SpacegraphValueError
 from ._index_backends import (
     APPROXIMATE,
@@ -38,7 +39,6 @@ from ._index_backends import (
     Store,
     backend_options,
     build_store,
-    check_count,
     choose_backend,
     read_store,
 )
@@ -244,7 +244,7 @@ def _read_manifest(folder: Path) -> IndexManifest:
         raise SpacegraphFileNotFoundError(f"{path} not found: a saved search index holds {MANIFEST}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: JSON nested too deep
         raise SpacegraphValueError(f"{path}: not a readable JSON index manifest ({err})") from err
     version = data.get("format_version") if isinstance(data, dict) else None
     if isinstance(version, int) and version > FORMAT_VERSION:
@@ -261,11 +261,11 @@ def _read_manifest(folder: Path) -> IndexManifest:
 def _read_ids(folder: Path, manifest: IndexManifest) -> Ids:
     if manifest.ids == "rows":
         return None
-    if manifest.ids == "int":
-        ids: Any = load_file(str(folder / INT_IDS)).get("ids")
-    else:
-        ids = json.loads((folder / STR_IDS).read_text(encoding="utf-8"))
     try:
+        if manifest.ids == "int":
+            ids: Any = load_file(str(folder / INT_IDS)).get("ids")
+        else:
+            ids = json.loads((folder / STR_IDS).read_text(encoding="utf-8"))
         return _check_ids(ids, manifest.count)
-    except (TypeError, ValueError) as err:
+    except (OSError, TypeError, ValueError, RecursionError) as err:
         raise SpacegraphValueError(f"{folder}: its ids are damaged ({err})") from err

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from ._checks import is_count
 from ._errors import SpacegraphValueError
 from ._optional import require
 from ._streaming import top_k
@@ -39,6 +40,8 @@ DEFAULTS: dict[str, dict[str, int]] = {  # build options and the search effort, 
     "faiss-ivf": {"nlist": 0, "effort": 256},  # nlist 0: about sqrt(rows), at most rows // 39
     "usearch": {"connectivity": 16, "expansion_add": 64, "effort": 256},
 }
+LEAST = {"M": 2, "nlist": 0}  # the smallest value of an option, where it is not 1
+
 FILES = {
     "exact": "vectors.safetensors",
     "faiss-hnsw": "index.faiss",
@@ -229,19 +232,10 @@ def backend_options(backend: str, given: dict[str, int]) -> dict[str, int]:
         accepted = ", ".join(defaults) or "none"
         raise SpacegraphValueError(f"unknown option(s) {unknown} for search backend {backend!r}; accepted: {accepted}")
     options = {**defaults, **given}
-    bad = {name: value for name, value in options.items() if not is_count(value, least=0 if name == "nlist" else 1)}
+    bad = {name: value for name, value in options.items() if not is_count(value, least=LEAST.get(name, 1))}
     if bad:
         raise SpacegraphValueError(
-            f"search backend {backend!r}: options must be integers >= 1 (nlist >= 0, 0: automatic), got {bad}"
+            f"search backend {backend!r}: options must be integers >= 1 (M >= 2: faiss crashes below; nlist >= 0, "
+            f"0: automatic), got {bad}"
         )
     return options
-
-
-def is_count(value: Any, least: int = 1) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= least
-
-
-def check_count(name: str, value: Any) -> int:
-    if not is_count(value):
-        raise SpacegraphValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value

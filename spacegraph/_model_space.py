@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,7 +14,7 @@ from safetensors.torch import save_file
 from torch import nn
 from typing_extensions import Self
 
-from ._errors import SpacegraphTypeError, SpacegraphValueError
+from ._errors import SpacegraphError, SpacegraphFileNotFoundError, SpacegraphTypeError, SpacegraphValueError
 from ._hub import HubDownload, HubMixin
 from ._space import Space, fingerprint_state_dict
 from ._weights import tensor_problem
@@ -46,6 +47,23 @@ class ModelSpace(Space, HubMixin):
     def model_fingerprint(self) -> str:
         """A hash of the module's weights and of :meth:`preprocessing`: the space's ``spec.fingerprint``."""
         return fingerprint_state_dict(self.model.state_dict(), preprocessing=self.preprocessing())
+
+    @contextlib.contextmanager
+    def _loading(self, source: Any) -> Iterator[None]:
+        """Where ``LIBRARY`` loads ``source``: its own exceptions (a missing or damaged model folder, an unknown
+        repo id, a broken config) become a spacegraph error naming the space and the source, the library's error
+        kept as ``__cause__``; spacegraph's own and missing extras pass through."""
+        try:
+            yield
+        except (SpacegraphError, ImportError):
+            raise
+        except Exception as err:  # each library raises its own kinds: OSError, ValueError, JSONDecodeError, ...
+            kind = SpacegraphFileNotFoundError if isinstance(err, FileNotFoundError) else SpacegraphValueError
+            reason = (str(err).strip().splitlines() or [""])[0]
+            raise kind(
+                f"{type(self).__name__}: {self.LIBRARY} could not load {str(source)!r} ({type(err).__name__}: "
+                f"{reason}); give a folder holding a complete model, or a repo id found in the Hub cache or online"
+            ) from err
 
     def to(self, device: str | torch.device) -> Self:
         super().to(device)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import logging
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
-from ._errors import MissingExtraError, SpacegraphValueError, UnknownNameError
+from ._errors import MissingExtraError, SpacegraphTypeError, SpacegraphValueError, UnknownNameError
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +103,19 @@ def list_bridge_methods(pattern: str = "*") -> list[str]:
 
 
 def load_space(name: str, /, *args: Any, **kwargs: Any) -> Any:
-    """Build the registered space ``name``; other arguments go to its factory."""
-    return SPACES.get(name)(*args, **kwargs)
+    """Build the registered space ``name``; other arguments go to its factory, checked against its signature
+    first (a space that needs arguments, such as ``precomputed``, says which)."""
+    factory = SPACES.get(name)
+    try:
+        inspect.signature(factory).bind(*args, **kwargs)
+    except TypeError as err:
+        raise SpacegraphTypeError(
+            f"space {name!r} cannot be built from these arguments ({err}); its factory takes "
+            f"{inspect.signature(factory)}"
+        ) from err
+    except ValueError:  # a factory without a signature (a builtin): let it check its own arguments
+        pass
+    return factory(*args, **kwargs)
 
 
 def get_bridge_method(name: str) -> Any:

@@ -18,9 +18,10 @@ from typing import Any
 import torch
 
 from ._bridge import Bridge
+from ._checks import check_count
 from ._errors import SpacegraphValueError
 from ._index import SearchIndex, SearchResult, check_rows
-from ._index_backends import Backend, check_count
+from ._index_backends import Backend
 from ._modality import Modality, as_modality
 from ._space import Space
 

@@ -26,6 +26,7 @@ from ._batching import (
     take,
     to_device,
 )
+from ._checks import check_count, checked_device
 from ._errors import SpacegraphTypeError, SpacegraphValueError
 from ._modality import Modality, as_modality
 
@@ -164,8 +165,9 @@ class Space(abc.ABC):
         return modality
 
     def to(self, device: str | torch.device) -> Space:
-        """Move the space's weights to ``device``; subclasses with modules extend this."""
-        self.device = torch.device(device)
+        """Move the space's weights to ``device`` (checked: one this machine has); subclasses with modules extend
+        this."""
+        self.device = checked_device(device)
         return self
 
     def encode(
@@ -196,8 +198,7 @@ class Space(abc.ABC):
         n = batch_length(inputs)
         if n == 0:
             raise SpacegraphValueError(f"empty batch of {modality.value} inputs; pass at least one item")
-        if batch_size < 1:
-            raise SpacegraphValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_count("batch_size", batch_size)
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise SpacegraphValueError(f"num_workers must be an int >= 0 (0: no worker processes), got {num_workers!r}")
         if precision not in PRECISIONS:

@@ -40,6 +40,7 @@ from ._batching import enumerate_batch
 from ._bridge import Bridge, BridgeFeatures, ProjectionHead
 from ._card import BridgeCard, Calibration, HeadArch, HeadSpec, SpaceRef
 from ._checkpoint import load_weights_only
+from ._checks import check_count, checked_device
 from ._distributed import GlobalBatchNorm1d, RankSlice, rank_device, with_global_batch_norm
 from ._errors import *  # every error class, as listed in _errors.__all__
 from ._eval import chance_metrics, linear_probe_accuracy, pair_recall_at_1, retrieval_metrics, zero_shot_accuracy
@@ -100,9 +101,11 @@ __all__ = [
     "atomic_dir",
     "atomic_path",
     "chance_metrics",
+    "check_count",
     "check_embeddings",
     "check_pair",
     "check_path_name",
+    "checked_device",
     "enumerate_batch",
     "estimate_quality",
     "fingerprint_state_dict",

@@ -54,8 +54,10 @@ def require_asset(path: Path, script: str) -> Path:
     return path
 
 
-def _damaged(path: Path, what: str, err: Exception) -> ValueError:
-    return ValueError(f"{path}: cannot read it as {what} ({type(err).__name__}: {err}); is it truncated? copy it again")
+def _damaged(path: Path, what: str, err: Exception) -> SpacegraphValueError:
+    return SpacegraphValueError(
+        f"{path}: cannot read it as {what} ({type(err).__name__}: {err}); is it truncated? copy it again"
+    )
 
 
 def read_npz(path: Path, keys: Iterable[str]) -> dict[str, np.ndarray]:
@@ -88,7 +90,7 @@ def read_json(path: Path) -> Any:
     data = read_bytes(path)
     try:
         return json.loads(data)
-    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError; nested too deep
         raise _damaged(path, "JSON", err) from err
 
 

@@ -70,8 +70,9 @@ class HFClapSpace(ModelSpace):
     def __init__(self, model_name_or_path: str | Path, *, device: str | torch.device = "cpu", name: str | None = None):
         super().__init__()
         transformers = require("transformers", "hf")
-        self.model = transformers.ClapModel.from_pretrained(model_name_or_path).eval()
-        self.processor = transformers.ClapProcessor.from_pretrained(model_name_or_path)
+        with self._loading(model_name_or_path):
+            self.model = transformers.ClapModel.from_pretrained(model_name_or_path).eval()
+            self.processor = transformers.ClapProcessor.from_pretrained(model_name_or_path)
         self.fused = bool(self.model.config.audio_config.enable_fusion)
         self.sampling_rate = int(self.processor.feature_extractor.sampling_rate)
         self.spec = SpaceSpec(

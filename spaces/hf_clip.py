@@ -35,8 +35,9 @@ class HFCLIPSpace(ModelSpace):
     def __init__(self, model_name_or_path: str, *, device: str | torch.device = "cpu", name: str | None = None) -> None:
         super().__init__()
         transformers = require("transformers", "hf")
-        self.model = transformers.CLIPModel.from_pretrained(model_name_or_path).eval()
-        self.processor = transformers.CLIPProcessor.from_pretrained(model_name_or_path)
+        with self._loading(model_name_or_path):
+            self.model = transformers.CLIPModel.from_pretrained(model_name_or_path).eval()
+            self.processor = transformers.CLIPProcessor.from_pretrained(model_name_or_path)
         self.max_length = self.model.config.text_config.max_position_embeddings
         self.spec = SpaceSpec(
             name=name or f"hf-clip:{model_name_or_path}",

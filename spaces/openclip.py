@@ -73,9 +73,10 @@ class OpenCLIPSpace(ModelSpace):
         if precision not in PRECISIONS:
             raise SpacegraphValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.precision = precision
-        self.model, _, self.preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained)
+        with self._loading(model):
+            self.model, _, self.preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained)
+            self.tokenizer = open_clip.get_tokenizer(model)
         self.model.eval()
-        self.tokenizer = open_clip.get_tokenizer(model)
         self.spec = SpaceSpec(
             name=name or f"openclip:{model}" + (f"/{pretrained}" if pretrained else ""),
             modalities=(Modality.IMAGE, Modality.TEXT),

@@ -321,7 +321,7 @@ class SavedSpace(BaseModel):
 def _read_config(path: Path) -> SavedSpace:
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (OSError, ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError; nested too deep
         raise SpacegraphValueError(
             f"{path} is not a valid saved PointBertSpace config: not readable JSON ({err})"
         ) from err

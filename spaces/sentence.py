@@ -66,7 +66,8 @@ class SentenceTransformerSpace(ModelSpace):
     def __init__(self, model_name_or_path: str | Path, *, device: str | torch.device = "cpu", name: str | None = None):
         super().__init__()
         sentence_transformers = require("sentence_transformers", "text")
-        self.model = sentence_transformers.SentenceTransformer(str(model_name_or_path), device=str(device))
+        with self._loading(model_name_or_path):
+            self.model = sentence_transformers.SentenceTransformer(str(model_name_or_path), device=str(device))
         self.model.eval()
         self.device = torch.device(device)
         self.spec = SpaceSpec(

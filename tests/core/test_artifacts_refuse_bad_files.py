@@ -246,17 +246,13 @@ def test_joint_and_pointbert_saves_refuse_user_files(toy_spaces, bridge, tmp_pat
 # -- card dims against the weights' header
 
 
-@pytest.mark.parametrize("hidden_dim", [2_000_000, 100_000_000])
+@pytest.mark.parametrize("hidden_dim", [2_000_000, 100_000_000, 2**62])
 def test_a_huge_hidden_dim_is_refused_before_allocating(saved, monkeypatch, hidden_dim):
     card = json.loads((saved / "bridge.json").read_text())
     card["heads"]["toy-at"]["hidden_dim"] = hidden_dim
     (saved / "bridge.json").write_text(json.dumps(card))
     monkeypatch.setattr(sg.Bridge, "__init__", lambda *a: pytest.fail("heads were allocated before the check"))
-    with pytest.raises(
-        ValueError,
-        match=rf"does not match its card .*toy-at/net.0.weight has shape \[16, 6\], "
-        rf"expected \[{hidden_dim}, 6\]",
-    ):
+    with pytest.raises(ValueError, match=r"heads.toy-at.hidden_dim: Input should be less than or equal to 1048576"):
         sg.Bridge.load(saved)
 
 

@@ -115,7 +115,7 @@ def test_pin_errors_say_what_is_accepted(graph):
         graph.connect("minilm:text", "image", source="clip")
     with pytest.raises(ValueError, match="unknown modality 'txt'"):
         graph.connect("minilm:txt", "image")
-    with pytest.raises(ValueError, match="max_routes must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="max_routes must be an integer >= 1, got 0"):
         graph.plan("text", "image", max_routes=0)
 
 
