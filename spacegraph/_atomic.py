@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import hashlib
 import os
 import re
 import secrets
@@ -12,6 +13,8 @@ import socket
 import tempfile
 from collections.abc import Collection, Iterator
 from pathlib import Path
+
+from filelock import FileLock
 
 from ._errors import SaveRefusedError
 
@@ -59,23 +62,34 @@ def atomic_dir(final: str | os.PathLike, own: Collection[str] = ()) -> Iterator[
     process that made it. A save killed midway leaves such a box; the next save of ``final`` removes the boxes
     whose process is gone (and no other sibling), and if the kill landed between the two renames of the swap
     (``final`` missing), :func:`recover_interrupted_save` (called by that save and by loaders) puts the old
-    folder back first.
+    folder back first. Saves of one ``final`` by processes of one machine take turns (:func:`_save_lock`), so the
+    folder ends as one complete save, the last; processes of several machines that race are refused clearly.
     """
     final = Path(os.path.abspath(final))
     _make_parent(final)
-    recover_interrupted_save(final)
-    _remove_leftovers(final)
-    _check_replaceable(final, own)
-    box = _new_box(final, "tmp")
-    try:
-        payload = box / final.name
-        payload.mkdir()
-        yield payload
-        _usual_modes(payload)
+    with _save_lock(final):
+        recover_interrupted_save(final)
+        _remove_leftovers(final)
         _check_replaceable(final, own)
-        _swap(payload, final)
-    finally:
-        _remove_box(box)
+        box = _new_box(final, "tmp")
+        try:
+            payload = box / final.name
+            payload.mkdir()
+            yield payload
+            _usual_modes(payload)
+            _check_replaceable(final, own)
+            _swap(payload, final)
+        finally:
+            _remove_box(box)
+
+
+def _save_lock(final: Path) -> FileLock:
+    """A lock per saved folder, in the system's temporary folder (named by a hash of the absolute path), so that no
+    lock file is left among the user's files."""
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    locks = Path(tempfile.gettempdir()) / f"spacegraph-save-locks-{user}"
+    locks.mkdir(mode=0o700, exist_ok=True)
+    return FileLock(locks / f"{hashlib.sha256(str(final).encode('utf-8', 'surrogatepass')).hexdigest()[:32]}.lock")
 
 
 def _usual_modes(folder: Path) -> None:
@@ -130,7 +144,11 @@ def _swap(payload: Path, final: Path) -> None:
         os.rename(payload, final)
         return
     old = _new_box(final, "old")
-    os.rename(final, old / final.name)
+    try:
+        os.rename(final, old / final.name)
+    except FileNotFoundError as err:  # another machine's save moved it away meanwhile
+        _remove_box(old)
+        raise SaveRefusedError(f"{final} is being saved by another process at the same time; save again") from err
     try:
         os.rename(payload, final)
     except BaseException:
