@@ -17,8 +17,10 @@ def load_weights_only(path: Path, what: str, *, allowed: Sequence[type] = ()) ->
     and the ``allowed`` classes are built, so no code from the file runs."""
     if not path.exists():
         raise SpacegraphFileNotFoundError(f"{what} not found: {path}")
-    if path.is_dir():
-        raise SpacegraphValueError(f"{path} is a folder, not a {what} file")
+    if not path.is_file():  # checked before torch.load opens it: a FIFO or device would block
+        raise SpacegraphValueError(
+            f"{path} is not a regular file (a folder, FIFO, socket or device), not a {what} file"
+        )
     try:
         with torch.serialization.safe_globals(list(allowed)):
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -63,7 +63,7 @@ def _damaged(path: Path, what: str, err: Exception) -> SpacegraphValueError:
 def read_npz(path: Path, keys: Iterable[str]) -> dict[str, np.ndarray]:
     """The arrays ``keys`` of the ``.npz`` archive at ``path``, read in full."""
     keys = list(keys)
-    if not zipfile.is_zipfile(path):
+    if not zipfile.is_zipfile(_regular(path)):
         raise SpacegraphValueError(f"{path}: not an .npz (zip) archive of {keys}; is it truncated? copy it again")
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -77,8 +77,16 @@ def read_npz(path: Path, keys: Iterable[str]) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _regular(path: Path) -> Path:
+    """``path``, if it is a regular file (checked with ``stat``: reading a FIFO or device would block)."""
+    if path.exists() and not path.is_file():
+        raise SpacegraphValueError(f"{path} is not a regular file (a folder, FIFO, socket or device); give a file")
+    return path
+
+
 def read_bytes(path: Path) -> bytes:
     """The bytes of ``path``, decompressed when the name ends in ``.gz``."""
+    _regular(path)
     try:
         return gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except _READ_ERRORS as err:

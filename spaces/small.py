@@ -128,9 +128,10 @@ def load_weights(folder: Path, name: str) -> tuple[dict, dict[str, torch.Tensor]
     weight and BatchNorm statistic is usable (finite, variances >= 0)."""
     config_path, weights_path = folder / ModelSpace.CONFIG_FILE, folder / ModelSpace.WEIGHTS_FILE
     for path in (config_path, weights_path):
-        if not path.exists():
+        if not path.is_file():  # a FIFO or device here would block a reader
             raise SpacegraphFileNotFoundError(
-                f"missing {path}; the training scripts in examples/ write it, or pass weights_dir"
+                f"missing {path} (no regular file there); the training scripts in examples/ write it, or pass "
+                "weights_dir"
             )
     config = read_json(config_path)
     found = config.get("name") if isinstance(config, dict) else f"a JSON {type(config).__name__}"

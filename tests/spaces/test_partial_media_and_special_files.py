@@ -83,3 +83,32 @@ def test_a_fifo_is_refused_before_anything_opens_it(tmp_path):
     assert len(lines) == 3 and all(
         "pipe.npy is not a regular file (a FIFO, socket or device)" in line for line in lines
     )
+
+
+READ_FIFOS = """
+import os, sys
+from pathlib import Path
+from spacegraph_spaces.data_files import read_json, read_npz
+from spacegraph_spaces.digits import DigitsImageTextSpace
+from spacegraph.plugin import load_weights_only
+folder = Path(sys.argv[1])
+for name in ("data.json", "data.npz", "config.json", "model.safetensors", "ulip.pt"):
+    os.mkfifo(folder / name)
+reads = (lambda: read_json(folder / "data.json"), lambda: read_npz(folder / "data.npz", ["a"]),
+         lambda: DigitsImageTextSpace(folder), lambda: load_weights_only(folder / "ulip.pt", "ULIP checkpoint"))
+for read in reads:
+    try:
+        read()
+    except (ValueError, FileNotFoundError) as err:
+        print(type(err).__name__, err)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_data_weight_and_checkpoint_readers_refuse_a_fifo(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", READ_FIFOS, str(tmp_path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4 and all("regular file" in line for line in lines), lines
