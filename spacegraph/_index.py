@@ -264,6 +264,8 @@ def _read_ids(folder: Path, manifest: IndexManifest) -> Ids:
     try:
         if manifest.ids == "int":
             ids: Any = load_file(str(folder / INT_IDS)).get("ids")
+            if ids is None:  # None would mean "row numbers": refuse, never answer with them
+                raise ValueError(f"{INT_IDS} holds no 'ids' tensor")
         else:
             ids = json.loads((folder / STR_IDS).read_text(encoding="utf-8"))
         return _check_ids(ids, manifest.count)

@@ -73,7 +73,18 @@ class _Exact:
 
     @classmethod
     def read(cls, path: Path) -> _Exact:
-        return cls(load_file(str(path))["vectors"])
+        """The rows saved at ``path``: one 2-d float32 ``vectors`` tensor, every value finite."""
+        vectors = load_file(str(path)).get("vectors")
+        if vectors is None or vectors.ndim != 2 or vectors.dtype != torch.float32:
+            found = (
+                "no 'vectors' tensor" if vectors is None else f"a {vectors.dtype} tensor of shape {list(vectors.shape)}"
+            )
+            raise SpacegraphValueError(
+                f"{path}: an exact index holds one 2-d float32 'vectors' tensor; it holds {found}"
+            )
+        if not torch.isfinite(vectors).all():
+            raise SpacegraphValueError(f"{path}: the index rows hold NaN or inf; rebuild the index with route.index")
+        return cls(vectors)
 
     @property
     def shape(self) -> tuple[int, int]:
