@@ -99,8 +99,17 @@ class FeatureStore:
         self.root = Path(root)
 
     def folder(self, space_name: str, modality: Modality | str, dataset: str) -> Path:
+        """``root/<space>/<modality>/<dataset>``; refused where a folder below ``root`` on the way is a symbolic
+        link, through which the store would write outside its root."""
         dataset = check_path_name(dataset, "dataset name")
-        return self.root / path_component(space_name) / as_modality(modality).value / dataset
+        folder = self.root / path_component(space_name) / as_modality(modality).value / dataset
+        for path in (folder.parent.parent, folder.parent, folder):
+            if path.is_symlink():
+                raise SpacegraphValueError(
+                    f"{path} is a symbolic link: the feature store reads and writes only in real folders below its "
+                    f"root {self.root}; replace the link with a folder, or make its target the root"
+                )
+        return folder
 
     def _lock(self, folder: Path) -> FileLock:
         lock = self.root / LOCKS / folder.relative_to(self.root).parent / f"{folder.name}.lock"

@@ -275,3 +275,19 @@ def test_two_processes_writing_one_dataset_each_get_their_own_rows(tmp_path):
     assert [proc.returncode for proc in procs] == [0, 0]
     assert results == [{"correct": rounds}, {"correct": rounds}]
     assert sg.FeatureStore(tmp_path / "cache").load("toy", "audio", "shared").shape[0] in (37, 44)
+
+
+@pytest.mark.parametrize("linked", ["space", "modality", "dataset"])
+def test_a_symlinked_folder_below_the_root_is_refused_before_any_write(tmp_path, linked):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "store"
+    store = sg.FeatureStore(root)
+    space = ToySpace("toy", ("audio", "text"), 4)
+    folder = store.folder("toy", "audio", "clips")
+    target = {"space": folder.parent.parent, "modality": folder.parent, "dataset": folder}[linked]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(sg.SpacegraphValueError, match="is a symbolic link: the feature store reads and writes only"):
+        store.encode(space, "audio", "clips", np.ones((3, 8), np.float32))
+    assert list(outside.iterdir()) == []
