@@ -183,11 +183,28 @@ def remove_own(folder: Path, pattern: re.Pattern[str]) -> None:
                 entry.unlink(missing_ok=True)
 
 
-def write_shard(folder: Path, index: int, embeddings: torch.Tensor) -> ShardEntry:
-    data = save_safetensors({"embeddings": embeddings.contiguous()})
+def write_shard(folder: Path, header: FeatureHeader, index: int, embeddings: torch.Tensor) -> ShardEntry:
+    """Shard ``index`` written atomically, bound to its place: its metadata names its position and the inputs'
+    digest, so a shard moved to another position or dataset (its checksum moved with it) is refused."""
+    # one metadata key: safetensors writes several in a per-process random order, and shards must be bit-identical
+    data = save_safetensors({"embeddings": embeddings.contiguous()}, metadata={"place": _place(index, header)})
     with atomic_path(folder / shard_name(index)) as tmp:
         tmp.write_bytes(data)
     return ShardEntry(file=shard_name(index), rows=len(embeddings), sha256=hashlib.sha256(data).hexdigest())
+
+
+def _place(index: int, header: FeatureHeader) -> str:
+    """What binds a shard to its place: its position and the digest of the inputs it embeds."""
+    return f"shard {index} of inputs {header.inputs_digest}"
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's bytes: an 8-byte little-endian header length, then the header's
+    JSON."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return metadata if isinstance(metadata, dict) else {}
 
 
 def read_shard(
@@ -205,8 +222,14 @@ def read_shard(
         raise DamagedCache(f"feature cache shard {path} does not match the sha256 in {MANIFEST} (damaged or replaced)")
     try:
         embeddings = load_safetensors(data).get("embeddings")
+        place = _metadata(data).get("place", _place(index, header))  # shards of older caches carry none
     except (SafetensorError, ValueError, KeyError) as err:
         raise DamagedCache(f"feature cache shard {path} is not a readable safetensors file ({err})") from err
+    if place != _place(index, header):
+        raise DamagedCache(
+            f"feature cache shard {path} was written as {place[:40]}..., not as {_place(index, header)[:40]}... "
+            "(moved or swapped with its checksum)"
+        )
     entry = header.shard_entry(index, sha256)
     expected = (entry.rows, header.dim)
     if embeddings is None or embeddings.dtype != torch.float32 or tuple(embeddings.shape) != expected:

@@ -290,7 +290,7 @@ class FeatureStore:
                 logger.warning("%s; extracting its rows again", err)
         if found is None:
             embeddings = encode_shard(index, bar)
-            found = write_shard(folder, index, embeddings), embeddings
+            found = write_shard(folder, header, index, embeddings), embeddings
         if bar is not None:
             bar.update(done + len(found[1]) - bar.n)  # exact, whatever the space counted
         return found

@@ -291,3 +291,21 @@ def test_a_symlinked_folder_below_the_root_is_refused_before_any_write(tmp_path,
     with pytest.raises(sg.SpacegraphValueError, match="is a symbolic link: the feature store reads and writes only"):
         store.encode(space, "audio", "clips", np.ones((3, 8), np.float32))
     assert list(outside.iterdir()) == []
+
+
+def test_shards_swapped_with_their_checksums_are_refused_and_extracted_again(tmp_path, caplog):
+    store = sg.FeatureStore(tmp_path, shard_rows=2)
+    space, inputs = ToySpace("toy", ("audio",), 4), np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+    expected = store.encode(space, "audio", "clips", inputs)
+    folder = store.folder("toy", "audio", "clips")
+    first, second = folder / "shard-00000.safetensors", folder / "shard-00001.safetensors"
+    first_bytes, second_bytes = first.read_bytes(), second.read_bytes()
+    first.write_bytes(second_bytes), second.write_bytes(first_bytes)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    shards = manifest["shards"]
+    shards[0]["sha256"], shards[1]["sha256"] = shards[1]["sha256"], shards[0]["sha256"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(sg.SpacegraphValueError, match="was written as shard 1 of inputs .* not as shard 0 of inputs"):
+        store.load("toy", "audio", "clips")
+    assert torch.equal(store.encode(space, "audio", "clips", inputs), expected)  # both extracted again
+    assert torch.equal(store.load("toy", "audio", "clips"), expected)
