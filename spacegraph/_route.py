@@ -49,6 +49,10 @@ class Leg:
 ROLES = ("source", "target")
 
 
+def other_end(role: str) -> str:
+    return ROLES[1 - ROLES.index(role)]
+
+
 class Route:
     """Embeds two modalities into one common space; ``encode`` and ``similarity`` work on raw inputs.
 
@@ -110,7 +114,7 @@ class Route:
     def leg(self, end: str | Modality) -> Leg:
         """The leg of ``end``: ``"source"`` or ``"target"``, ``"space:modality"``, or a modality only one end
         embeds (both ends may, when they are the same leg)."""
-        return getattr(self, self.role(end))
+        return self._leg_of(self.role(end))
 
     def role(self, end: str | Modality) -> str:
         """``"source"`` or ``"target"``: the end that ``end`` names (see :meth:`leg`)."""
@@ -178,7 +182,7 @@ class Route:
         index = self.search_index
         if index is None:
             raise SpacegraphValueError("this route has no search index yet: build one with route.index(items)")
-        role = ROLES[1 - ROLES.index(self._indexed_role(index))] if modality is None else self.role(modality)
+        role = other_end(self._indexed_role(index)) if modality is None else self.role(modality)
         return index.search(self._embed(role, queries), k, effort=effort)
 
     def load_index(self, folder: str | os.PathLike) -> SearchIndex:
@@ -265,9 +269,8 @@ def leg_identity(leg: Leg) -> dict[str, Any]:
 def route_identity(route: Route, role: str) -> dict[str, Any]:
     """The identity kept with an index of ``route``'s ``role`` end: the common space, that leg (and which end it
     is), the other."""
-    other = ROLES[1 - ROLES.index(role)]
     return {
         "common_space": route.common_space,
         "indexed": {**leg_identity(route.leg(role)), "end": role},
-        "others": [leg_identity(route.leg(other))],
+        "others": [leg_identity(route.leg(other_end(role)))],
     }
