@@ -165,6 +165,8 @@ class FeatureStore:
         n_items = batch_length(inputs)
         if n_items == 0:
             raise SpacegraphValueError(f"no {modality.value} inputs for dataset {dataset!r}; pass at least one item")
+        options = _encode_options(space, batch_size, num_workers, precision)  # before hashing the inputs
+        counts_batches = "progress_bar" in inspect.signature(space.encode).parameters
         fresh = FeatureManifest(
             space=space.name,
             fingerprint=space.spec.fingerprint + ("" if precision in (None, "fp32") else f"+{precision}"),
@@ -175,8 +177,6 @@ class FeatureStore:
             dim=space.spec.dim,
             shard_rows=self.shard_rows,
         )
-        options = _encode_options(space, batch_size, num_workers, precision)
-        counts_batches = "progress_bar" in inspect.signature(space.encode).parameters
 
         def encode_shard(index: int, bar: tqdm | None) -> torch.Tensor:
             rows = inputs[index * self.shard_rows : (index + 1) * self.shard_rows]
