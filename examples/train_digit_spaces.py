@@ -214,7 +214,7 @@ def evaluate(space, media_inputs, labels: np.ndarray, rows: list[dict]) -> dict:
 
 
 def write_audio_folder(paths: list[str], folder: Path) -> None:
-    with atomic_dir(folder, own=("*.flac",)) as tmp:
+    with atomic_dir(folder, overwrite=True) as tmp:  # the demo's own sample folder, rebuilt
         for path in paths:
             data, rate = sf.read(path, dtype="int16")
             sf.write(tmp / f"{Path(path).stem}.flac", data, rate, format="FLAC", subtype="PCM_16")

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import hashlib
+import json
 import os
 import re
 import secrets
 import shutil
 import socket
 import tempfile
+import warnings
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from filelock import FileLock
 from ._errors import SaveRefusedError
 
 MARKER = ".spacegraph-save"  # written first into every box atomic_dir makes: proof that a leftover is ours
+OWNERSHIP = ".spacegraph-files.json"  # in every saved folder: what the save wrote, by sha256
+OWNERSHIP_FORMAT = "spacegraph-files"
 SHOWN = 5  # foreign names listed in an error
 
 
@@ -50,34 +53,48 @@ def write_text_atomic(final: str | os.PathLike, text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike, own: Collection[str] = ()) -> Iterator[Path]:
+def atomic_dir(
+    final: str | os.PathLike, *, overwrite: bool = False, own: Collection[str] | None = None
+) -> Iterator[Path]:
     """Yield an empty folder; it replaces ``final`` only if the block succeeds, so ``final`` always holds either
     the old or the new content, never a mix.
 
-    Nothing the save did not write is deleted: a file or link at ``final``, or a folder there holding an entry
-    whose name matches none of the ``own`` patterns (``fnmatch``, e.g. ``"model.safetensors"`` or ``"*.flac"``),
-    raises :class:`SaveRefusedError` listing them; an empty folder, or one holding only the artifact's own
-    files, is replaced. Work happens in boxes beside ``final`` named ``.NAME.spacegraph-<hex>.tmp`` (the new
-    folder) and ``.NAME.spacegraph-<hex>.old`` (the replaced one), each holding a marker file naming the
-    process that made it. A save killed midway leaves such a box; the next save of ``final`` removes the boxes
-    whose process is gone (and no other sibling), and if the kill landed between the two renames of the swap
-    (``final`` missing), :func:`recover_interrupted_save` (called by that save and by loaders) puts the old
-    folder back first. Saves of one ``final`` by processes of one machine take turns (:func:`_save_lock`), so the
-    folder ends as one complete save, the last; processes of several machines that race are refused clearly.
+    Nothing the save did not write is deleted. Each save records what it wrote, by sha256, in ``OWNERSHIP``
+    (``.spacegraph-files.json``); an existing folder at ``final`` is replaced only if it is empty or every entry
+    in it is one a save recorded there, unchanged since. Otherwise (a user's file beside the artifact, a file
+    edited since, a folder saved by an earlier version that kept no record) :class:`SaveRefusedError` lists them,
+    unless ``overwrite`` is true. A file or link at ``final`` is always refused. ``own`` (file name patterns) is
+    no longer needed and is ignored.
+
+    Work happens in boxes beside ``final`` named ``.NAME.spacegraph-<hex>.tmp`` (the new folder) and
+    ``.NAME.spacegraph-<hex>.old`` (the replaced one), each holding a marker file naming the process that made
+    it. A save killed midway leaves such a box; the next save of ``final`` removes the boxes whose process is gone
+    (and no other sibling), and if the kill landed between the two renames of the swap (``final`` missing),
+    :func:`recover_interrupted_save` (called by that save and by loaders) puts the old folder back first. Saves of
+    one ``final`` by processes of one machine take turns (:func:`_save_lock`), so the folder ends as one complete
+    save, the last; processes of several machines that race are refused clearly.
     """
+    if own is not None:
+        warnings.warn(
+            "atomic_dir(own=...) is no longer needed: a save records the files it wrote by content and replaces "
+            "only those; pass overwrite=True to replace a folder holding others",
+            DeprecationWarning,
+            stacklevel=3,
+        )
     final = Path(os.path.abspath(final))
     _make_parent(final)
     with _save_lock(final):
         recover_interrupted_save(final)
         _remove_leftovers(final)
-        _check_replaceable(final, own)
+        _check_replaceable(final, overwrite)
         box = _new_box(final, "tmp")
         try:
             payload = box / final.name
             payload.mkdir()
             yield payload
             _usual_modes(payload)
-            _check_replaceable(final, own)
+            _record_ownership(payload)
+            _check_replaceable(final, overwrite)
             _swap(payload, final)
         finally:
             _remove_box(box)
@@ -122,20 +139,69 @@ def _make_parent(final: Path) -> None:
         raise SaveRefusedError(f"cannot save to {final}: its parent folder cannot be made ({err})") from err
 
 
-def _check_replaceable(final: Path, own: Collection[str]) -> None:
+def _check_replaceable(final: Path, overwrite: bool) -> None:
     if not os.path.lexists(final):
         return
     if final.is_symlink() or not final.is_dir():
         kind = "a link" if final.is_symlink() else "a file"
         raise SaveRefusedError(f"cannot save to {final}: it is {kind}, not a folder; remove it or choose another")
-    foreign = sorted(p.name for p in final.iterdir() if not any(fnmatch.fnmatchcase(p.name, o) for o in own))
+    if overwrite:
+        return
+    foreign = not_written_by_spacegraph(final)
     if foreign:
         listed = ", ".join(foreign[:SHOWN]) + (f" and {len(foreign) - SHOWN} more" if len(foreign) > SHOWN else "")
-        accepted = ", ".join(own) or "nothing"
         raise SaveRefusedError(
-            f"cannot save to {final}: it holds files this save did not write ({listed}); a save replaces only a "
-            f"missing or empty folder or one holding its own files ({accepted}); choose another folder"
+            f"cannot save to {final}: it holds files this save did not write or that changed since ({listed}); a "
+            f"save replaces only a missing or empty folder or one whose every file a spacegraph save recorded in "
+            f"{OWNERSHIP}, unchanged; choose another folder, or pass overwrite=True to replace it"
         )
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def _record_ownership(payload: Path) -> None:
+    """Write ``OWNERSHIP`` into a filled folder: the relative path and sha256 of every file in it."""
+    files = {}
+    for folder, _, names in os.walk(payload):
+        for name in names:
+            path = Path(folder, name)
+            if path.is_file() and not path.is_symlink():
+                files[path.relative_to(payload).as_posix()] = _sha256(path)
+    record = {"format": OWNERSHIP_FORMAT, "files": dict(sorted(files.items()))}
+    (payload / OWNERSHIP).write_text(json.dumps(record, indent=1), encoding="utf-8")
+
+
+def _recorded_files(folder: Path) -> dict[str, str]:
+    """The files ``folder``'s ownership record lists, with their sha256; none if it has no readable record."""
+    try:
+        record = json.loads((folder / OWNERSHIP).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    files = record.get("files") if isinstance(record, dict) and record.get("format") == OWNERSHIP_FORMAT else None
+    if not isinstance(files, dict):
+        return {}
+    return {name: sha for name, sha in files.items() if isinstance(sha, str)}
+
+
+def not_written_by_spacegraph(folder: str | os.PathLike) -> list[str]:
+    """The entries below ``folder`` (relative paths) that no spacegraph save recorded there, or that changed since
+    it did: links, special files, files missing from the record or whose content differs. Empty folders count as
+    nobody's; the record itself is the save's."""
+    folder = Path(folder)
+    recorded = _recorded_files(folder)
+    foreign = []
+    for parent, dirs, names in os.walk(folder):
+        for name in sorted(dirs + names):
+            path = Path(parent, name)
+            relative = path.relative_to(folder).as_posix()
+            if relative == OWNERSHIP or (path.is_dir() and not path.is_symlink()):
+                continue
+            if path.is_symlink() or not path.is_file() or recorded.get(relative) != _sha256(path):
+                foreign.append(relative)
+    return foreign
 
 
 def _swap(payload: Path, final: Path) -> None:

@@ -54,7 +54,6 @@ __all__ = [  # the card's names stay importable from here
 CARD_FILE = "bridge.json"
 WEIGHTS_FILE = "heads.safetensors"
 README_FILE = "README.md"  # the model card save_pretrained writes
-OWN_FILES = (CARD_FILE, WEIGHTS_FILE, README_FILE)
 IDENTITY_FIELDS = ("name", "kind", "spaces", "overlap", "heads")  # what a bridge's modules and graph place hang on
 
 
@@ -82,7 +81,6 @@ class Bridge(nn.Module, HubMixin):
     """A trained edge of the graph: one projector head per space it reads from (an extend target needs none)."""
 
     HUB_FILES = (CARD_FILE, WEIGHTS_FILE)
-    HUB_OWN_FILES = OWN_FILES
     HUB_FOLDER = "bridge"
 
     def __init__(self, card: BridgeCard) -> None:
@@ -189,11 +187,12 @@ class Bridge(nn.Module, HubMixin):
             for key, value in head.state_dict().items()
         }
 
-    def save(self, folder: str | os.PathLike) -> Path:
+    def save(self, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write ``bridge.json`` and ``heads.safetensors`` into ``folder``, atomically (all or nothing). An existing
-        ``folder`` is replaced only if it holds nothing else: see :func:`spacegraph._atomic.atomic_dir`."""
+        ``folder`` is replaced only if it holds nothing but what a spacegraph save wrote there, unchanged, or if
+        ``overwrite``: see :func:`spacegraph.plugin.atomic_dir`."""
         self.check_finite()
-        with atomic_dir(folder, own=OWN_FILES) as tmp:
+        with atomic_dir(folder, overwrite=overwrite) as tmp:
             self._write_files(tmp)
         return Path(folder)
 

@@ -31,6 +31,7 @@ _PROGRESS = r"progress-(\d{5,})-rank-(\d{5,})\.json"
 _SHARD_FILE = re.compile(rf"^{_SHARD}$")
 PROGRESS_FILE = re.compile(rf"^{_PROGRESS}$")
 OWN_FILE = re.compile(rf"^(manifest\.json|{_SHARD}|{_PROGRESS})$")
+MAX_HEADER = 1 << 20  # bytes of a shard's safetensors header read to tell whether the store wrote it
 OWN_TEMP = re.compile(rf"^\.(manifest\.json|{_SHARD}|{_PROGRESS})\..+\.tmp$")  # from _atomic.atomic_path
 
 
@@ -176,11 +177,61 @@ def _is_own_manifest(raw: bytes, folder: Path) -> bool:
 
 
 def remove_own(folder: Path, pattern: re.Pattern[str]) -> None:
-    """Remove the files of ``folder`` this module writes whose names match ``pattern``; nothing else."""
+    """Remove the files of ``folder`` this module writes whose names match ``pattern``; nothing else (callers
+    first refuse a folder holding :func:`unowned_files`)."""
     if folder.is_dir():
         for entry in folder.iterdir():
-            if pattern.match(entry.name) and entry.is_file():
+            if pattern.match(entry.name) and entry.is_file() and not entry.is_symlink():
                 entry.unlink(missing_ok=True)
+
+
+def unowned_files(folder: Path) -> list[str]:
+    """The names of ``folder``'s entries that are named like a shard or a progress record but that the store cannot
+    show it wrote: a link or special file; a shard neither named in a record (the manifest, a progress record) nor
+    carrying the store's binding in its metadata; a progress record that does not begin as the store writes one."""
+    listed = _listed_shards(folder)
+    named_like_ours = (p for p in sorted(folder.iterdir()) if OWN_FILE.match(p.name) and p.name != MANIFEST)
+    return [path.name for path in named_like_ours if not _is_own_file(path, listed)]
+
+
+def _is_own_file(path: Path, listed: Collection[str]) -> bool:
+    if path.is_symlink() or not path.is_file():
+        return False
+    if _SHARD_FILE.match(path.name):
+        return path.name in listed or _is_bound_shard(path)
+    return bool(_OWN_MANIFEST_START.match(path.read_bytes()[:64]))  # a progress record
+
+
+def _listed_shards(folder: Path) -> set[str]:
+    """The shard file names the folder's records name, read leniently (a damaged record names what it still can)."""
+    listed: set[str] = set()
+    for path in [folder / MANIFEST, *(p for p in folder.iterdir() if PROGRESS_FILE.match(p.name))]:
+        if path.is_symlink() or not path.is_file():  # never open a FIFO or device: it would block
+            continue
+        try:
+            record = json.loads(path.read_bytes())
+        except (OSError, ValueError, RecursionError):
+            continue
+        if not isinstance(record, dict):
+            continue
+        entries = record.get("shards") or list((record.get("done") or {}).values())
+        for entry in entries if isinstance(entries, list) else []:
+            name = entry.get("file") if isinstance(entry, dict) else entry  # format 1 manifests list bare names
+            if isinstance(name, str):
+                listed.add(name)
+    return listed
+
+
+def _is_bound_shard(path: Path) -> bool:
+    """Whether a file's safetensors header carries the binding :func:`write_shard` writes."""
+    with path.open("rb") as file:
+        length = int.from_bytes(file.read(8), "little")
+        header = file.read(length) if 0 < length <= MAX_HEADER else b""
+    try:
+        place = _header_metadata(header).get("place")
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(place, str) and place.startswith("shard ")
 
 
 def write_shard(folder: Path, header: FeatureHeader, index: int, embeddings: torch.Tensor) -> ShardEntry:
@@ -201,9 +252,13 @@ def _place(index: int, header: FeatureHeader) -> str:
 def _metadata(data: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file's bytes: an 8-byte little-endian header length, then the header's
     JSON."""
-    length = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + length])
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return _header_metadata(data[8 : 8 + int.from_bytes(data[:8], "little")])
+
+
+def _header_metadata(header: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors header's JSON."""
+    parsed = json.loads(header)
+    metadata = parsed.get("__metadata__") if isinstance(parsed, dict) else None
     return metadata if isinstance(metadata, dict) else {}
 
 

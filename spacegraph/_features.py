@@ -42,6 +42,7 @@ from ._feature_cache import (
     read_progress,
     read_shard,
     remove_own,
+    unowned_files,
     write_shard,
 )
 from ._inputs_digest import inputs_digest
@@ -310,6 +311,13 @@ class FeatureStore:
         next distributed run. Otherwise ``fresh``, no record and run 1, after removing the cache files there. Called
         under the lock, so temp files in the folder are a killed run's."""
         make_dir(folder)
+        unowned = unowned_files(folder)
+        if unowned:
+            raise SpacegraphValueError(
+                f"{folder} holds {', '.join(unowned[:5])}: named like the feature cache's own files, but not written "
+                "by it; the store writes and removes only its own files: move them away, or use another cache root "
+                "or dataset name"
+            )
         try:
             manifest = read_manifest(folder)
         except DamagedCache as err:

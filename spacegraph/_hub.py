@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from typing_extensions import Self
 
-from ._atomic import atomic_dir, recover_interrupted_save
+from ._atomic import OWNERSHIP, atomic_dir, recover_interrupted_save
 from ._errors import MissingExtraError, SpacegraphFileNotFoundError, SpacegraphValueError
 from ._optional import require
 
@@ -123,6 +123,7 @@ def push_folder(
         revision=revision,
         commit_message=commit_message or f"Upload {Path(folder).name} with spacegraph",
         create_pr=create_pr,
+        ignore_patterns=[OWNERSHIP],  # the save's local record of what it wrote; a downloaded copy is not a save
     )
 
 
@@ -132,7 +133,6 @@ class HubMixin(ABC):
     (check, then return what fills the folder) and :meth:`_from_folder` (read a resolved folder)."""
 
     HUB_FILES: ClassVar[tuple[str, ...]]  # what a folder must hold (and from_pretrained downloads)
-    HUB_OWN_FILES: ClassVar[tuple[str, ...]]  # what a save may replace in an existing folder
     HUB_FOLDER: ClassVar[str]  # the folder's name in an upload (and its commit message)
 
     @classmethod
@@ -150,14 +150,15 @@ class HubMixin(ABC):
     def _from_folder(cls, folder: Any, **kwargs: Any) -> Self:
         """The artifact read from a resolved local folder."""
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+    def save_pretrained(self, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the folder atomically (all or nothing). An existing ``folder`` is replaced only if it holds nothing
-        but this artifact's own files (see :func:`spacegraph.plugin.atomic_dir`)."""
-        return self._save_pretrained(folder, source=str(folder))
+        but what a spacegraph save wrote there, unchanged, or if ``overwrite`` (see
+        :func:`spacegraph.plugin.atomic_dir`)."""
+        return self._save_pretrained(folder, source=str(folder), overwrite=overwrite)
 
-    def _save_pretrained(self, folder: str | os.PathLike, *, source: str) -> Path:
+    def _save_pretrained(self, folder: str | os.PathLike, *, source: str, overwrite: bool = False) -> Path:
         write = self._pretrained_writer(source)
-        with atomic_dir(folder, own=self.HUB_OWN_FILES) as tmp:
+        with atomic_dir(folder, overwrite=overwrite) as tmp:
             write(tmp)
         return Path(folder)
 

@@ -49,7 +49,6 @@ __all__ = ["APPROXIMATE", "DEFAULTS", "IndexManifest", "SearchIndex", "SearchRes
 CHECK_CHUNK = 65_536  # rows looked through for NaN/inf at once
 MANIFEST = "index.json"
 INT_IDS, STR_IDS = "ids.safetensors", "ids.json"
-OWN_FILES = (MANIFEST, *dict.fromkeys(FILES.values()), INT_IDS, STR_IDS)
 FORMAT_VERSION = 2  # 2: the builder's "identity" (version 1 called it "route")
 
 Ids = torch.Tensor | list[str] | None  # None: ids are the rows 0..n-1
@@ -173,10 +172,11 @@ class SearchIndex:
         scores, rows = self._store.search(queries.float().contiguous(), min(k, len(self)), effort)
         return SearchResult(scores, rows, _ids_of(self._ids, rows))
 
-    def save(self, folder: str | os.PathLike) -> Path:
-        """Write the index into ``folder`` atomically: the backend's file, the ids if given, and ``index.json``."""
+    def save(self, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the index into ``folder`` atomically: the backend's file, the ids if given, and ``index.json``. An
+        existing ``folder`` is replaced as :meth:`Bridge.save` replaces one (``overwrite`` likewise)."""
         folder = Path(folder)
-        with atomic_dir(folder, own=OWN_FILES) as tmp:
+        with atomic_dir(folder, overwrite=overwrite) as tmp:
             self._store.write(tmp / FILES[self.backend])
             ids_kind = self._write_ids(tmp)
             files = {path.name: _sha256(path) for path in sorted(tmp.iterdir())}

@@ -17,6 +17,7 @@ IVF ``nprobe``, usearch ``expansion_search``). Measured on the 1M x 512 clustere
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +51,7 @@ FILES = {
 }
 FORMAT = "spacegraph-search-index"
 MISSING = -1  # row and int id of a place an approximate index left empty
+CHECK_ROWS = 65_536  # rows of a loaded approximate index checked for finiteness at once
 
 Backend = Literal["auto", "exact", "faiss-hnsw", "faiss-ivf", "usearch"]
 
@@ -128,10 +130,14 @@ class _Faiss:
     @classmethod
     def read(cls, path: Path, kind: str) -> _Faiss:
         faiss = require("faiss", "search")
-        index = faiss.read_index(str(path))
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as err:  # faiss's checks of what it reads
+            raise SpacegraphValueError(f"{path}: not a readable faiss index ({str(err).splitlines()[0]})") from err
         expected = faiss.IndexHNSWFlat if kind == "faiss-hnsw" else faiss.IndexIVFFlat
         if not isinstance(index, expected) or index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise SpacegraphValueError(f"{path}: not an inner-product {expected.__name__}, as {kind} writes")
+        _check_content(path, index.reconstruct_n, _ivf_ids(faiss, index) if kind == "faiss-ivf" else None, index.ntotal)
         return cls(index, kind)
 
     @property
@@ -180,6 +186,11 @@ class _USearch:
         index = usearch.Index.restore(str(path))
         if index is None or index.metric != usearch.MetricKind.IP:
             raise SpacegraphValueError(f"{path}: not an inner-product usearch index, as the usearch backend writes")
+
+        def rows_at(start: int, count: int) -> np.ndarray:
+            return np.asarray(index.get(np.arange(start, start + count), dtype=np.float32))
+
+        _check_content(path, rows_at, np.asarray(index.keys, dtype=np.int64), len(index))
         return cls(index)
 
     @property
@@ -188,6 +199,29 @@ class _USearch:
 
 
 Store = _Exact | _Faiss | _USearch
+
+
+def _ivf_ids(faiss: Any, index: Any) -> np.ndarray:
+    """The row ids stored in an IVF index's lists, all lists together."""
+    lists = faiss.extract_index_ivf(index).invlists
+    return np.concatenate(
+        [np.zeros(0, dtype=np.int64)]
+        + [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy() for i in range(lists.nlist)]
+    )
+
+
+def _check_content(path: Path, rows_at: Callable[[int, int], np.ndarray], ids: np.ndarray | None, rows: int) -> None:
+    """What an approximate index's file holds, checked whatever its recorded hash says: ``ids`` (IVF lists, usearch
+    keys; faiss itself checks HNSW links on read) name each row once, and the rows, read ``CHECK_ROWS`` at a time
+    by ``rows_at(start, count)``, are finite."""
+    if ids is not None and not np.array_equal(np.sort(ids), np.arange(rows)):
+        raise SpacegraphValueError(
+            f"{path}: the index's stored ids do not name each of its {rows} rows once (damaged); rebuild it with "
+            "route.index"
+        )
+    for start in range(0, rows, CHECK_ROWS):
+        if not np.isfinite(rows_at(start, min(CHECK_ROWS, rows - start))).all():
+            raise SpacegraphValueError(f"{path}: the index rows hold NaN or inf; rebuild the index with route.index")
 
 
 def ivf_lists(rows: int) -> int:

@@ -82,10 +82,10 @@ class JointSpace(Space):
         embeddings = check_embeddings(embeddings, space.spec.dim, f"{space.name} {modality.value} output")
         return self.bridge.project(space.name, torch.nn.functional.normalize(embeddings, dim=-1))
 
-    def save(self, folder: str | os.PathLike) -> Path:
+    def save(self, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """A joint space is its bridge: the folder is the bridge's (saved as :meth:`Bridge.save` does, never over
-        files it did not write), and :meth:`load` needs the same spaces."""
-        return self.bridge.save(folder)
+        files it did not write unless ``overwrite``), and :meth:`load` needs the same spaces."""
+        return self.bridge.save(folder, overwrite=overwrite)
 
     @classmethod
     def load(cls, folder: str | os.PathLike, spaces: Sequence[Space]) -> JointSpace:

@@ -36,7 +36,7 @@ class ModelSpace(Space, HubMixin):
     LIBRARY: ClassVar[str | None] = None
     CONFIG_FILE: ClassVar[str] = "config.json"
     WEIGHTS_FILE: ClassVar[str] = "model.safetensors"
-    HUB_FILES = HUB_OWN_FILES = (CONFIG_FILE, WEIGHTS_FILE)
+    HUB_FILES = (CONFIG_FILE, WEIGHTS_FILE)
     HUB_FOLDER = "model"
 
     def preprocessing(self) -> Any:

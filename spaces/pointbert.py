@@ -433,9 +433,9 @@ class PointBertSpace(ModelSpace):
             raise SpacegraphValueError(f"{path} is a folder; from_ulip_checkpoint reads a ULIP .pt file")
         return cls(path, config=config, device=device, name=name)
 
-    def save(self, folder: str | Path) -> Path:
+    def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
         """:meth:`save_pretrained`, under the name this space had first."""
-        return self.save_pretrained(folder)
+        return self.save_pretrained(folder, overwrite=overwrite)
 
     def _prepare_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
         """Every cloud read, resampled to ``npoints`` and scaled into the unit sphere: ``[B, npoints, 3]``."""

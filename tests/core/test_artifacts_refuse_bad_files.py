@@ -5,6 +5,7 @@ inconsistent cards and corrupt files refused."""
 import copy
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,14 +17,14 @@ from spacegraph_bridges.released import import_released_cmcr
 from spacegraph_spaces.pointbert import PointBertSpace
 
 import spacegraph as sg
-from spacegraph._atomic import MARKER, SaveRefusedError
+from spacegraph._atomic import MARKER, OWNERSHIP, SaveRefusedError
 from spacegraph._bridge import SpaceRef
 from tests.bridges.test_released_checkpoints import CLAP, CLIP, released_clap_clip_state
 from tests.conftest import ToySpace
 from tests.core.test_graph_connects_and_plans import make_bridge
 from tests.spaces.test_pointbert_space import TINY
 
-OWN = ["bridge.json", "heads.safetensors"]
+OWN = [OWNERSHIP, "bridge.json", "heads.safetensors"]
 
 
 @pytest.fixture(scope="module")
@@ -158,11 +159,80 @@ def test_save_refuses_a_folder_holding_user_files(bridge, tmp_path):
     folder.mkdir()
     (folder / "notes.txt").write_text("my notes")
     (folder / "bridge.json").write_text("{}")
-    with pytest.raises(SaveRefusedError, match=r"holds files this save did not write \(notes.txt\)") as info:
+    with pytest.raises(
+        SaveRefusedError, match=r"did not write or that changed since \(bridge.json, notes.txt\)"
+    ) as info:
         bridge.save(folder)
     assert isinstance(info.value, FileExistsError) and isinstance(info.value, ValueError)
     assert listing(folder) == ["bridge.json", "notes.txt"] and (folder / "notes.txt").read_text() == "my notes"
     assert listing(tmp_path) == ["mine"]
+
+
+def save_pretrained_bridge(bridge, folder, **kwargs):
+    return bridge.save_pretrained(folder, **kwargs)
+
+
+def save_index(bridge, folder, **kwargs):
+    return sg.SearchIndex.build(torch.eye(4)).save(folder, **kwargs)
+
+
+def save_pointbert(bridge, folder, **kwargs):
+    return PointBertSpace(config=TINY, seed=1).save_pretrained(folder, **kwargs)
+
+
+SAVERS = [sg.Bridge.save, save_pretrained_bridge, save_index, save_pointbert]
+
+
+@pytest.mark.parametrize("save", SAVERS, ids=lambda save: save.__name__)
+@pytest.mark.parametrize("name", ["README.md", "config.json", "ids.json", "bridge.json", "model.safetensors"])
+def test_a_users_file_named_like_an_artifacts_own_is_never_replaced(bridge, tmp_path, save, name):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / name).write_text("mine")
+    with pytest.raises(SaveRefusedError, match=rf"\({re.escape(name)}\).*pass overwrite=True"):
+        save(bridge, folder)
+    assert listing(folder) == [name] and (folder / name).read_text() == "mine"
+
+
+@pytest.mark.parametrize("save", SAVERS, ids=lambda save: save.__name__)
+def test_a_save_replaces_its_own_save_but_not_one_edited_since(bridge, tmp_path, save):
+    folder = tmp_path / "saved"
+    save(bridge, folder)
+    save(bridge, folder)
+    edited = min(p for p in folder.iterdir() if p.name != OWNERSHIP)
+    edited.write_bytes(edited.read_bytes() + b" ")
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(SaveRefusedError, match=rf"\({re.escape(edited.name)}, notes.txt\)"):
+        save(bridge, folder)
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_replaces_a_folder_that_is_not_spacegraphs(bridge, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "README.md").write_text("mine")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "notes.txt").write_text("mine")
+    bridge.save(folder, overwrite=True)
+    assert listing(folder) == OWN and sg.Bridge.load(folder).card == bridge.card
+
+
+def test_a_folder_saved_without_a_record_of_its_files_is_replaced_only_when_asked(bridge, saved):
+    """A folder saved by an earlier version (no record) cannot be told from a user's folder of the same names."""
+    (saved / OWNERSHIP).unlink()
+    with pytest.raises(SaveRefusedError, match=r"bridge.json, heads.safetensors.*overwrite=True"):
+        bridge.save(saved)
+    bridge.save(saved, overwrite=True)
+    assert listing(saved) == OWN
+
+
+def test_links_and_special_files_in_a_saved_folder_are_not_its_own(bridge, saved, tmp_path):
+    (tmp_path / "elsewhere.txt").write_text("mine")
+    (saved / "link.txt").symlink_to(tmp_path / "elsewhere.txt")
+    os.mkfifo(saved / "pipe")
+    with pytest.raises(SaveRefusedError, match=r"\(link.txt, pipe\)"):
+        bridge.save(saved)
+    assert (tmp_path / "elsewhere.txt").read_text() == "mine"
 
 
 def test_a_regular_file_or_link_at_the_path_is_not_replaced(bridge, tmp_path):
@@ -235,12 +305,13 @@ def test_joint_and_pointbert_saves_refuse_user_files(toy_spaces, bridge, tmp_pat
     with pytest.raises(SaveRefusedError, match="notes.txt"):
         sg.JointSpace(bridge, toy_spaces).save(folder)
     space = PointBertSpace(config=TINY, seed=1)
-    with pytest.raises(SaveRefusedError, match=r"notes.txt.*\(config.json, model.safetensors\)"):
+    with pytest.raises(SaveRefusedError, match=r"\(notes.txt\)"):
         space.save(folder)
     assert listing(folder) == ["notes.txt"]
     space.save(tmp_path / "pb")
     space.save(tmp_path / "pb")
-    assert listing(tmp_path / "pb") == ["config.json", "model.safetensors"] and listing(tmp_path) == ["mine", "pb"]
+    assert listing(tmp_path / "pb") == [OWNERSHIP, "config.json", "model.safetensors"]
+    assert listing(tmp_path) == ["mine", "pb"]
 
 
 # -- card dims against the weights' header

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import spacegraph as sg
+from spacegraph._atomic import OWNERSHIP
 from tests.conftest import ToySpace, random_unit
 from tests.core.test_graph_connects_and_plans import make_bridge
 
@@ -12,7 +13,7 @@ from tests.core.test_graph_connects_and_plans import make_bridge
 def test_bridge_save_load_is_exact(toy_spaces, tmp_path):
     bridge = make_bridge(*toy_spaces)
     folder = bridge.save(tmp_path / "bridge")
-    assert sorted(p.name for p in folder.iterdir()) == ["bridge.json", "heads.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [OWNERSHIP, "bridge.json", "heads.safetensors"]
     loaded = sg.Bridge.load(folder)
     assert loaded.card == bridge.card
     for name in bridge.space_names:

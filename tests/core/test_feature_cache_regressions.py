@@ -4,6 +4,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -309,3 +310,30 @@ def test_shards_swapped_with_their_checksums_are_refused_and_extracted_again(tmp
         store.load("toy", "audio", "clips")
     assert torch.equal(store.encode(space, "audio", "clips", inputs), expected)  # both extracted again
     assert torch.equal(store.load("toy", "audio", "clips"), expected)
+
+
+USER_FILES = {
+    "text": ("shard-00005.safetensors", lambda path: path.write_text("my notes")),
+    "safetensors": ("shard-00003.safetensors", lambda path: path.write_bytes(save_safetensors({"x": torch.ones(2)}))),
+    "progress": ("progress-00001-rank-00000.json", lambda path: path.write_text('{"mine": true}')),
+    "link": ("shard-00004.safetensors", lambda path: path.symlink_to(path.parent.parent / "elsewhere")),
+    "fifo": ("progress-00002-rank-00001.json", lambda path: os.mkfifo(path)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(USER_FILES))
+@pytest.mark.parametrize("beside_a_cache", [False, True])
+def test_a_users_file_named_like_a_cache_file_is_never_removed_or_replaced(tmp_path, kind, beside_a_cache):
+    store = sg.FeatureStore(tmp_path / "root", shard_rows=4)
+    space, inputs = ToySpace("toy", ("audio",), 4), np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+    folder = store.folder("toy", "audio", "clips")
+    folder.mkdir(parents=True)
+    (tmp_path / "root" / "toy" / "audio" / "elsewhere").write_text("mine")
+    if beside_a_cache:
+        store.encode(space, "audio", "clips", inputs)
+    name, write = USER_FILES[kind]
+    write(folder / name)
+    before = tree(folder.parent)
+    with pytest.raises(sg.SpacegraphValueError, match=rf"holds {re.escape(name)}: named like the feature cache's"):
+        store.encode(space, "audio", "clips", inputs[:5])  # other inputs: the cache's own files would be replaced
+    assert tree(folder.parent) == before and os.path.lexists(folder / name)

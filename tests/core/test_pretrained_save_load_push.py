@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from spacegraph_spaces.pointbert import PointBertSpace
 from spacegraph_spaces.shapes import ShapesImageTextSpace, ShapesPointImageSpace
 
 import spacegraph as sg
+from spacegraph._atomic import OWNERSHIP
 from spacegraph.plugin import ModelSpace, SpacegraphError, SpaceRef
 from tests.conftest import ToySpace, random_unit
 
@@ -81,7 +83,7 @@ def same_bridge(a: sg.Bridge, b: sg.Bridge) -> bool:
 def test_small_space_round_trip_keeps_fingerprint_and_embeddings(space_class, tmp_path):
     space = space_class()
     folder = space.save_pretrained(tmp_path / "space")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [OWNERSHIP, "config.json", "model.safetensors"]
     again = space_class.from_pretrained(folder)
     assert isinstance(again, ModelSpace) and again.spec == space.spec and again.config == space.config
     state, loaded = space.model.state_dict(), again.model.state_dict()
@@ -186,7 +188,7 @@ def test_space_push_to_hub_uploads_the_saved_folder(monkeypatch):
 
 def test_bridge_round_trip_through_local_folder(bridge, tmp_path):
     folder = bridge.save_pretrained(tmp_path / "bridge")
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "bridge.json", "heads.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [OWNERSHIP, "README.md", "bridge.json", "heads.safetensors"]
     assert same_bridge(sg.Bridge.from_pretrained(folder), bridge)
     assert same_bridge(sg.Bridge.from_pretrained(str(folder)), bridge)
     bridge.save(folder)  # a save_pretrained folder is the bridge's own: save replaces it
@@ -296,14 +298,17 @@ def test_from_pretrained_passes_the_download_options(bridge, tmp_path, hub_cache
 
 def record_hub_calls(monkeypatch) -> list[tuple]:
     """Replace the two HfApi calls push_to_hub makes (no network), recording their arguments and, for the upload,
-    the files in the folder at the time."""
+    the files in the folder at the time that its ``ignore_patterns`` leave to upload."""
     calls: list[tuple] = []
 
     def create_repo(self, *args, **kwargs):
         calls.append(("create_repo", args, kwargs))
 
     def upload_folder(self, **kwargs):
-        files = sorted(p.name for p in Path(kwargs["folder_path"]).iterdir())
+        ignored = kwargs.get("ignore_patterns") or []
+        files = sorted(
+            p.name for p in Path(kwargs["folder_path"]).iterdir() if not any(fnmatch(p.name, i) for i in ignored)
+        )
         calls.append(("upload_folder", (), kwargs, files, self.token))
         return "commit-info"
 

@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 
 import spacegraph as sg
+from spacegraph._atomic import OWNERSHIP
 from tests.conftest import ToySpace
 
 RANDOM_KILLS = 30
 RENAME_KILLS = ["@1", "@2", "@3", "@4"]
 SEED = 7
-OWN = ["bridge.json", "heads.safetensors"]
+OWN = [OWNERSHIP, "bridge.json", "heads.safetensors"]
 
 
 def kill_before_rename(k: int) -> None:

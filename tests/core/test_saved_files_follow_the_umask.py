@@ -6,6 +6,7 @@ import stat
 
 import pytest
 
+from spacegraph._atomic import OWNERSHIP
 from tests.core.test_graph_connects_and_plans import make_bridge
 
 
@@ -17,4 +18,4 @@ def test_a_saved_bridge_has_the_umasks_modes(toy_spaces, tmp_path, umask):
     finally:
         os.umask(old)
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
-    assert modes == {"bridge.json": 0o666 & ~umask, "heads.safetensors": 0o666 & ~umask}
+    assert modes == dict.fromkeys([OWNERSHIP, "bridge.json", "heads.safetensors"], 0o666 & ~umask)

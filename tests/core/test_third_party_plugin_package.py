@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from spacegraph._atomic import OWNERSHIP
+
 PACKAGE = Path(__file__).resolve().parents[2] / "examples" / "plugin_package"
 
 # Run with the installed plugin on the path; prints one JSON line of what it saw.
@@ -188,7 +190,12 @@ def test_training_script_writes_loadable_weights(site: Path, tmp_path: Path) -> 
     )
     result = _run(site, "-c", code, str(out), cwd=tmp_path)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"name": "tactile-text"}
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "training_report.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        OWNERSHIP,
+        "config.json",
+        "model.safetensors",
+        "training_report.json",
+    ]
     report = json.loads((out / "training_report.json").read_text())
     assert report["steps"] == 20 and report["train_images"] == 1000 and 0 <= report["gallery_zero_shot_accuracy"] <= 1
 

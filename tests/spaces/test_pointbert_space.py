@@ -14,6 +14,7 @@ from spacegraph_spaces.pointbert import PointBertConfig, PointBertModel, PointBe
 from spacegraph_spaces.pointcloud_io import POINT_CLOUD_ACCEPTED, load_xyz
 
 import spacegraph as sg
+from spacegraph._atomic import OWNERSHIP
 
 try:
     import plyfile
@@ -77,7 +78,7 @@ def test_default_config_has_ulip2_pointbert_names_and_shapes():
 
 def test_save_load_round_trip_is_exact(space, tmp_path):
     folder = space.save(tmp_path / "pb")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [OWNERSHIP, "config.json", "model.safetensors"]
     again = PointBertSpace(folder)
     assert again.spec == space.spec and again.config == space.config
     clouds = [cloud(300), cloud(100, seed=1)]
@@ -96,7 +97,9 @@ def test_saved_folder_errors(space, tmp_path):
     (folder / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a valid saved PointBertSpace"):
         PointBertSpace(folder)
-    space.save(folder)
+    with pytest.raises(sg.SaveRefusedError, match=r"\(config.json\).*overwrite=True"):  # edited since it was saved
+        space.save(folder)
+    space.save(folder, overwrite=True)
     (folder / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="not a valid saved PointBertSpace"):
         PointBertSpace(folder)

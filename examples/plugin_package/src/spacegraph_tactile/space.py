@@ -133,7 +133,7 @@ def save_weights(
     """Write ``config.json`` + ``model.safetensors`` (and the ``extra`` text files, by name) to ``folder``
     atomically."""
     texts = {CONFIG_FILE: json.dumps(config, indent=2) + "\n", **(extra or {})}
-    with atomic_dir(folder, own=(*texts, WEIGHTS_FILE)) as tmp:
+    with atomic_dir(folder) as tmp:
         for file_name, text in texts.items():
             (tmp / file_name).write_text(text, encoding="utf-8")
         save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(tmp / WEIGHTS_FILE))
