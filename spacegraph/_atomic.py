@@ -17,12 +17,14 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from ._errors import SaveRefusedError
+from ._arguments import checked_arguments
+from ._errors import SaveRefusedError, SpacegraphFileNotFoundError, SpacegraphValueError
 
 MARKER = ".spacegraph-save"  # written first into every box atomic_dir makes: proof that a leftover is ours
 OWNERSHIP = ".spacegraph-files.json"  # in every saved folder: what the save wrote, by sha256
 OWNERSHIP_FORMAT = "spacegraph-files"
 SHOWN = 5  # foreign names listed in an error
+NAME_MAX = 255  # bytes in one file name, on Linux and macOS file systems
 
 
 def _umask() -> int:
@@ -32,9 +34,13 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
+@checked_arguments
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds."""
     final = Path(final)
+    _check_encodable(final)
+    if final.is_dir():
+        raise SaveRefusedError(f"cannot write {final}: it is a folder; give the path of a file")
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
@@ -47,12 +53,18 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+@checked_arguments
 def write_text_atomic(final: str | os.PathLike, text: str) -> None:
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise SpacegraphValueError(f"cannot write {final}: the text is not valid Unicode ({err.reason})") from err
     with atomic_path(final) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)
 
 
 @contextlib.contextmanager
+@checked_arguments
 def atomic_dir(
     final: str | os.PathLike, *, overwrite: bool = False, own: Collection[str] | None = None
 ) -> Iterator[Path]:
@@ -118,10 +130,17 @@ def _usual_modes(folder: Path) -> None:
             path.chmod(mode)
 
 
+@checked_arguments
 def recover_interrupted_save(final: str | os.PathLike) -> Path:
     """``final``, put back from the old box of a save killed between the two renames of its swap (``final``
     missing, the old folder complete in its box); a no-op otherwise."""
     final = Path(os.path.abspath(final))
+    try:
+        too_long = len(os.fsencode(final.name)) > NAME_MAX
+    except UnicodeEncodeError:
+        too_long = True  # no file system holds such a name either
+    if too_long:
+        raise SpacegraphFileNotFoundError(f"{final!r}: no such folder (no file system can hold its name)")
     if not os.path.lexists(final):
         for box in _boxes(final, "old"):
             with contextlib.suppress(OSError):  # another process restored it first, or the folder is read-only
@@ -130,7 +149,21 @@ def recover_interrupted_save(final: str | os.PathLike) -> Path:
     return final
 
 
+def _check_encodable(final: Path) -> None:
+    """Refuse a path the file system cannot hold: one that cannot be encoded, or a name too long to leave room for
+    the temporary names beside it."""
+    try:
+        name = os.fsencode(final.name)
+        if b"\0" in os.fsencode(final):
+            raise ValueError("embedded null byte")
+    except (UnicodeEncodeError, ValueError) as err:
+        raise SaveRefusedError(f"cannot save to {final!r}: the path cannot be encoded for the file system") from err
+    if len(name) > NAME_MAX - len(".spacegraph-000000000000.tmp") - 1:
+        raise SaveRefusedError(f"cannot save to {final}: its name is {len(name)} bytes long; use a shorter one")
+
+
 def _make_parent(final: Path) -> None:
+    _check_encodable(final)
     if not final.name:
         raise SaveRefusedError(f"cannot save to {final}: give a folder below it")
     try:

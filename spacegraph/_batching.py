@@ -14,12 +14,14 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
+from ._arguments import checked_arguments
 from ._errors import SpacegraphError, SpacegraphTypeError
 from ._modality import Modality
 
 _BATCH_INDICES: ContextVar[Sequence[int] | None] = ContextVar("spacegraph_batch_indices", default=None)
 
 
+@checked_arguments
 def enumerate_batch(batch: Iterable[Any]) -> Iterator[tuple[int, Any]]:
     """``(index, item)`` over a batch that :meth:`Space.encode` passed to ``_encode_batch`` or ``_prepare_batch``,
     the index counted over all of the caller's inputs (in a DataLoader worker too, and when texts were reordered by

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from torch import nn
 from typing_extensions import Self
 
+from ._arguments import checked_arguments
 from ._atomic import atomic_dir, recover_interrupted_save
 from ._card import (
     FORMAT_VERSION,
@@ -58,6 +59,7 @@ IDENTITY_FIELDS = ("name", "kind", "spaces", "overlap", "heads")  # what a bridg
 
 
 class ProjectionHead(nn.Module):
+    @checked_arguments
     def __init__(self, spec: HeadSpec) -> None:
         super().__init__()
         self.spec = spec
@@ -83,6 +85,7 @@ class Bridge(nn.Module, HubMixin):
     HUB_FILES = (CARD_FILE, WEIGHTS_FILE)
     HUB_FOLDER = "bridge"
 
+    @checked_arguments
     def __init__(self, card: BridgeCard) -> None:
         super().__init__()
         self._card = card  # validated when it was built or read, and frozen
@@ -91,6 +94,7 @@ class Bridge(nn.Module, HubMixin):
         self.eval()
 
     @classmethod
+    @checked_arguments
     def from_weights(cls, card: BridgeCard, weights: Mapping[str, Mapping[str, torch.Tensor]]) -> Self:
         """A bridge of ``card`` whose heads take ``weights``: each headed space's state dict, loaded strictly."""
         bridge = cls(card)
@@ -129,6 +133,7 @@ class Bridge(nn.Module, HubMixin):
         """A hash of the heads' weights: the identity of the joint space a connect bridge creates."""
         return fingerprint_state_dict(self._flat_state())
 
+    @checked_arguments
     def head(self, space_name: str) -> ProjectionHead:
         if space_name not in self.card.heads:
             raise UnknownNameError(
@@ -136,6 +141,7 @@ class Bridge(nn.Module, HubMixin):
             )
         return cast(ProjectionHead, self.heads[self.card.headed_spaces.index(space_name)])
 
+    @checked_arguments
     def project(self, space_name: str, embeddings: torch.Tensor) -> torch.Tensor:
         """Map embeddings of ``space_name`` into the bridge's target space (eval mode, no grad)."""
         if self.card.kind == "extend" and space_name == self.card.target:
@@ -152,6 +158,7 @@ class Bridge(nn.Module, HubMixin):
             )
         return projected
 
+    @checked_arguments
     def check_space(self, spec: SpaceSpec) -> None:
         """Refuse a space whose weights differ from the ones this bridge was trained on."""
         ref = next((r for r in self.card.spaces if r.name == spec.name), None)
@@ -187,6 +194,7 @@ class Bridge(nn.Module, HubMixin):
             for key, value in head.state_dict().items()
         }
 
+    @checked_arguments
     def save(self, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write ``bridge.json`` and ``heads.safetensors`` into ``folder``, atomically (all or nothing). An existing
         ``folder`` is replaced only if it holds nothing but what a spacegraph save wrote there, unchanged, or if
@@ -222,6 +230,7 @@ class Bridge(nn.Module, HubMixin):
         return cls.load(folder, **kwargs)
 
     @classmethod
+    @checked_arguments
     def load(cls, folder: str | os.PathLike) -> Self:
         """Read a folder written by :meth:`save`: the card first, then the weights' names and shapes against it
         from the file's header (before anything is allocated), then every weight and BatchNorm statistic."""
@@ -305,6 +314,7 @@ class BridgeFeatures:
             )
         return features.detach().float()
 
+    @checked_arguments
     def check(self, x: SpaceSpec, y: SpaceSpec) -> None:
         """Refuse features whose dims do not match the spaces, empty batches, NaN/inf and too small an overlap."""
         check_embeddings(self.overlap_x, x.dim, f"overlap features of {x.name!r}")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from typing_extensions import Self
 
+from ._arguments import checked_arguments
 from ._errors import SpacegraphTypeError, SpacegraphValueError
 from ._modality import Modality
 
@@ -81,6 +82,7 @@ class SpaceRef(BaseModel):
     modalities: tuple[Modality, ...] = Field(min_length=1)
 
     @classmethod
+    @checked_arguments
     def of(cls, spec: SpaceSpec) -> SpaceRef:
         return cls(name=spec.name, fingerprint=spec.fingerprint, dim=spec.dim, modalities=spec.modalities)
 
@@ -149,6 +151,7 @@ class BridgeCard(BaseModel):
     data_license: str | None = Field(None, description="The licence(s) of the data it was trained on, for its card.")
 
     @classmethod
+    @checked_arguments
     def between(
         cls, x: SpaceSpec, y: SpaceSpec, *, heads: Mapping[str, HeadSpec], kind: BridgeKind = "connect", **fields: Any
     ) -> BridgeCard:
@@ -160,6 +163,7 @@ class BridgeCard(BaseModel):
         refs = (SpaceRef.of(x), SpaceRef.of(y))
         return cls(library_version=__version__, name=name, kind=kind, spaces=refs, heads=dict(heads), **fields)
 
+    @checked_arguments
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy; with ``update``, a new card validated like one read from disk (a plain pydantic copy would
         skip validation and keep the derived properties of the old one)."""

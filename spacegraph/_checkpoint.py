@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,12 +10,15 @@ from typing import Any
 
 import torch
 
+from ._arguments import checked_arguments
 from ._errors import SpacegraphFileNotFoundError, SpacegraphValueError
 
 
-def load_weights_only(path: Path, what: str, *, allowed: Sequence[type] = ()) -> Any:
+@checked_arguments
+def load_weights_only(path: str | os.PathLike, what: str, *, allowed: Sequence[type] = ()) -> Any:
     """The content of a torch checkpoint, unpickled with ``weights_only=True``: only tensors, plain containers
     and the ``allowed`` classes are built, so no code from the file runs."""
+    path = Path(path)
     if not path.exists():
         raise SpacegraphFileNotFoundError(f"{what} not found: {path}")
     if not path.is_file():  # checked before torch.load opens it: a FIFO or device would block

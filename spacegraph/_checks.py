@@ -18,6 +18,8 @@ def is_count(value: Any, least: int = 1) -> bool:
 
 def check_count(name: str, value: Any, least: int = 1) -> int:
     """``value``, if it is an integer >= ``least`` (not a bool, float or string)."""
+    if not is_count(least, -(2**63)):
+        raise SpacegraphTypeError(f"check_count: least must be an integer, got {type(least).__name__}")
     if not is_count(value, least):
         raise SpacegraphValueError(f"{name} must be an integer >= {least}, got {value!r}")
     return value

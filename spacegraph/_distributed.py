@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ._arguments import checked_arguments
+from ._card import MAX_DIM
 from ._errors import SpacegraphError, SpacegraphValueError
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -62,6 +64,7 @@ def release_process_group() -> None:
     _initialised_here.clear()
 
 
+@checked_arguments
 def rank_device() -> torch.device:
     """The device this process should compute on: GPU ``LOCAL_RANK`` under torchrun with CUDA, GPU 0 with CUDA
     otherwise, else the CPU."""
@@ -211,6 +214,12 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
     all-reduce); identical to ``nn.BatchNorm1d`` in eval mode or in one process. PyTorch's SyncBatchNorm runs on
     GPUs only; this one runs on any backend, gloo on CPU included."""
 
+    @checked_arguments
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, **options: Any) -> None:
+        if not 0 < num_features <= MAX_DIM:
+            raise SpacegraphValueError(f"GlobalBatchNorm1d: num_features must be in 1..{MAX_DIM}, got {num_features}")
+        super().__init__(num_features, eps, momentum, **options)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         if not self.training or world == 1:
@@ -235,6 +244,7 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
         self.running_var.lerp_(unbiased_var, factor)
 
 
+@checked_arguments
 def with_global_batch_norm(module: nn.Module) -> nn.Module:
     """``module`` with every BatchNorm1d replaced by a :class:`GlobalBatchNorm1d` holding the same state (the
     state-dict keys stay the same); build the optimizer after this."""

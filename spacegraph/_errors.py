@@ -9,6 +9,7 @@ __all__ = [
     "MissingExtraError",
     "NoRouteError",
     "SaveRefusedError",
+    "SpacegraphArgumentError",
     "SpacegraphError",
     "SpacegraphFileNotFoundError",
     "SpacegraphIndexError",
@@ -65,3 +66,8 @@ class FingerprintMismatchError(SpacegraphValueError):
 class SaveRefusedError(SpacegraphError, FileExistsError, ValueError):
     """A save target that is not ours to replace: a file, a link, or a folder holding files the save did not
     write. Both a FileExistsError and a ValueError, so callers catching either see it."""
+
+
+class SpacegraphArgumentError(SpacegraphTypeError, SpacegraphValueError):
+    """An argument that does not match what the function accepts (its annotation); a ``TypeError`` and a
+    ``ValueError``, so callers catching either for bad input keep working."""

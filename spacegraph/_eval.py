@@ -7,12 +7,20 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ._errors import SpacegraphValueError
+from ._arguments import checked_arguments
+from ._errors import SpacegraphTypeError, SpacegraphValueError
 from ._streaming import nearest
 
 
 def _labels(labels: Sequence[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(labels)).long()
+    """Class labels as a 1-d int64 tensor; anything that is not integers is refused."""
+    try:
+        found = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise SpacegraphTypeError(f"labels must be integers, one per item; got {type(labels).__name__}") from err
+    if found.ndim != 1 or found.is_floating_point() or found.is_complex() or found.dtype == torch.bool:
+        raise SpacegraphTypeError(f"labels must be a 1-d sequence of integers, got {found.dtype} {list(found.shape)}")
+    return found.long()
 
 
 def _finite(scores: torch.Tensor, what: str) -> torch.Tensor:
@@ -66,6 +74,7 @@ def average_precisions(
     return _average_precisions(_ranked_relevance(scores, query_labels, gallery_labels))
 
 
+@checked_arguments
 def retrieval_metrics(
     scores: torch.Tensor,
     query_labels: Sequence[int] | np.ndarray | torch.Tensor,
@@ -96,6 +105,7 @@ def _few(labels: list[int], shown: int = 5) -> str:
     return "[" + ", ".join(map(str, labels[:shown])) + (", ...]" if len(labels) > shown else "]")
 
 
+@checked_arguments
 def chance_metrics(
     query_labels: Sequence[int] | np.ndarray | torch.Tensor,
     gallery_labels: Sequence[int] | np.ndarray | torch.Tensor,
@@ -112,6 +122,7 @@ def chance_metrics(
     return {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
 
 
+@checked_arguments
 def pair_recall_at_1(queries: torch.Tensor, keys: torch.Tensor) -> float:
     """Fraction of rows i whose nearest key is key i (item-level matching of paired rows), streamed in chunks:
     100k held-out pairs need no 100k x 100k matrix."""
@@ -123,6 +134,7 @@ def pair_recall_at_1(queries: torch.Tensor, keys: torch.Tensor) -> float:
     return float((nearest(queries, keys) == torch.arange(len(queries))).float().mean())
 
 
+@checked_arguments
 def zero_shot_accuracy(
     embeddings: torch.Tensor, labels: Sequence[int] | np.ndarray | torch.Tensor, class_embeddings: torch.Tensor
 ) -> float:
@@ -139,6 +151,7 @@ def zero_shot_accuracy(
     return float((scores.argmax(dim=1) == labels).float().mean())
 
 
+@checked_arguments
 def linear_probe_accuracy(
     train: torch.Tensor,
     train_labels: Sequence[int] | np.ndarray | torch.Tensor,

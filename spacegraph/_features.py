@@ -19,6 +19,7 @@ import torch
 from filelock import FileLock
 from tqdm.auto import tqdm
 
+from ._arguments import checked_arguments
 from ._atomic import write_text_atomic
 from ._batching import batch_length
 from ._checks import check_count
@@ -95,6 +96,7 @@ class FeatureStore:
       left untouched.
     """
 
+    @checked_arguments
     def __init__(self, root: str | os.PathLike, *, shard_rows: int = 4096) -> None:
         self.shard_rows = check_count("shard_rows", shard_rows)
         self.root = Path(root)
@@ -139,6 +141,7 @@ class FeatureStore:
         what = f"{fresh.space}:{fresh.modality.value} {fresh.dataset}"
         return tqdm(total=rows, desc=what, unit="item", unit_scale=True, dynamic_ncols=True)
 
+    @checked_arguments
     def encode(
         self,
         space: Space,
@@ -336,6 +339,7 @@ class FeatureStore:
         remove_own(folder, OWN_FILE)
         return fresh, {}, 1
 
+    @checked_arguments
     def load(self, space_name: str, modality: Modality | str, dataset: str) -> torch.Tensor:
         """Read a finished cache, verifying every shard; refuses a missing, incomplete or damaged one."""
         folder = self.folder(space_name, modality, dataset)

@@ -20,6 +20,7 @@ from typing import Any
 import networkx as nx
 import torch
 
+from ._arguments import checked_arguments
 from ._bridge import Bridge, BridgeCard, BridgeFeatures
 from ._checks import check_count
 from ._errors import NoRouteError, SpacegraphTypeError, SpacegraphValueError, UnknownNameError
@@ -43,6 +44,7 @@ class SpaceGraph:
     from which :meth:`train_missing` trains a bridge a route lacks.
     """
 
+    @checked_arguments
     def __init__(
         self,
         spaces: Iterable[Space] = (),
@@ -72,6 +74,7 @@ class SpaceGraph:
             raise SpacegraphValueError(f"the graph already has a node named {space.name!r}")
         self._graph.add_node(space.name, space=space, joint=joint, modalities=space.modalities)
 
+    @checked_arguments
     def add_bridge(self, bridge: Bridge) -> Bridge:
         """Add a trained bridge; its spaces must be in the graph with the same weights it was trained on."""
         if not isinstance(bridge, Bridge):
@@ -130,6 +133,7 @@ class SpaceGraph:
         )
         return self.add_bridge(bridge)
 
+    @checked_arguments
     def evaluate(self, route: Route, probe: Probe, *, calibrate: bool = False) -> dict[str, Any]:
         """Measure ``route`` on a small labelled :class:`Probe` (retrieval mAP both ways, and the route's expected
         quality beside it). With ``calibrate=True`` the measured value replaces or scales the quality of the
@@ -212,6 +216,7 @@ class SpaceGraph:
             cached = self._adjacency_cache = (len(self._graph), cards, Adjacency.of(self._graph))
         return cached[2]
 
+    @checked_arguments
     def leg(self, modality: str | Modality, path: list[str]) -> Leg:
         """The leg that embeds ``modality`` in ``path[0]`` and follows head edges along ``path``."""
         missing = [(u, v) for u, v in itertools.pairwise(path) if not self._graph.has_edge(u, v)]
@@ -219,6 +224,7 @@ class SpaceGraph:
             raise NoRouteError(f"no head edges along {path}: missing {missing or path[:1]}")
         return leg_along(self._graph, as_modality(modality), path)
 
+    @checked_arguments
     def plan(
         self,
         a: str | Modality,
@@ -249,6 +255,7 @@ class SpaceGraph:
     ) -> list[Route]:
         return self.plan(a, b, source=source, target=target).routes
 
+    @checked_arguments
     def connect(
         self,
         a: str | Modality,
@@ -350,14 +357,15 @@ class SpaceGraph:
 
         return _display.graph_html(self)
 
+    @checked_arguments
     def draw(self, ax: Any = None, *, route: Route | None = None) -> Any:
         """A matplotlib figure of the graph: its spaces, joint spaces and bridge heads, and dashed candidate edges
         between spaces that share a modality; ``route`` (from :meth:`connect`) drawn in red. Into ``ax`` if given;
         needs the ``notebook`` extra."""
         from . import _display
 
-        if route is not None and not isinstance(route, Route):
-            raise SpacegraphTypeError(f"route must be a Route (from graph.connect), got {type(route).__name__}")
+        if ax is not None and not callable(getattr(ax, "annotate", None)):
+            raise SpacegraphTypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
         return _display.draw_graph(self, ax, route)
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from typing_extensions import Self
 
+from ._arguments import checked_arguments
 from ._atomic import OWNERSHIP, atomic_dir, recover_interrupted_save
 from ._errors import MissingExtraError, SpacegraphFileNotFoundError, SpacegraphValueError
 from ._optional import require
@@ -43,6 +44,7 @@ class HubDownload:
 
 
 LICENSE_KEYS = ("data_license", "license")  # where older cards' training dicts record the licence of their data
+MAX_REPO_ID = 96  # characters, as the Hub allows
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # "name" or "org/name", as the Hub spells them
 LONGEST_CELL = 120  # characters of a training setting shown in the card's table
 
@@ -114,6 +116,11 @@ def push_folder(
 ) -> Any:
     """Upload ``folder`` to the Hub model repo ``repo_id`` (created if missing) with ``HfApi.upload_folder``
     (``revision``, ``commit_message``, ``create_pr`` as there); returns its commit info."""
+    if not REPO_ID.fullmatch(repo_id) or len(repo_id) > MAX_REPO_ID:
+        raise SpacegraphValueError(
+            f"{repo_id!r} is not a Hub repo id: 'name' or 'org/name', letters, digits, '-', '_' and '.', at most "
+            f"{MAX_REPO_ID} characters"
+        )
     hub = require("huggingface_hub", HUB_EXTRA)
     api = hub.HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
@@ -150,6 +157,7 @@ class HubMixin(ABC):
     def _from_folder(cls, folder: Any, **kwargs: Any) -> Self:
         """The artifact read from a resolved local folder."""
 
+    @checked_arguments
     def save_pretrained(self, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the folder atomically (all or nothing). An existing ``folder`` is replaced only if it holds nothing
         but what a spacegraph save wrote there, unchanged, or if ``overwrite`` (see
@@ -163,6 +171,7 @@ class HubMixin(ABC):
         return Path(folder)
 
     @classmethod
+    @checked_arguments
     def from_pretrained(
         cls,
         folder_or_repo_id: str | os.PathLike,
@@ -185,6 +194,7 @@ class HubMixin(ABC):
         """What :meth:`_from_folder` reads for ``source``: the local folder holding ``HUB_FILES``."""
         return resolve_folder(source, cls.HUB_FILES, what=cls._hub_label(), download=download)
 
+    @checked_arguments
     def push_to_hub(
         self,
         repo_id: str,

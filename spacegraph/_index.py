@@ -26,6 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file, save_file
 
+from ._arguments import checked_arguments
 from ._atomic import atomic_dir, recover_interrupted_save
 from ._checks import check_count
 from ._errors import SpacegraphFileNotFoundError, SpacegraphTypeError, SpacegraphValueError
@@ -85,10 +86,9 @@ class IndexManifest(BaseModel):
 
 def check_rows(rows: torch.Tensor, dim: int, what: str) -> torch.Tensor:
     """:func:`check_embeddings` in bounded memory: NaN/inf looked for :data:`CHECK_CHUNK` rows at a time."""
-    if not isinstance(rows, torch.Tensor) or not rows.is_floating_point():
-        raise SpacegraphTypeError(
-            f"{what}: expected a float torch.Tensor of shape [n, {dim}], got {type(rows).__name__}"
-        )
+    if not isinstance(rows, torch.Tensor) or not rows.is_floating_point() or rows.ndim != 2:
+        found = f"a {rows.ndim}-d tensor" if isinstance(rows, torch.Tensor) else type(rows).__name__
+        raise SpacegraphTypeError(f"{what}: expected a 2-d float torch.Tensor of shape [n, {dim}], got {found}")
     rows = rows.detach().cpu()
     check_embeddings(rows[:1], dim, what)  # shape and emptiness
     for start in range(0, len(rows), CHECK_CHUNK):
@@ -163,6 +163,7 @@ class SearchIndex:
     def dim(self) -> int:
         return self._store.shape[1]
 
+    @checked_arguments
     def search(self, queries: torch.Tensor, k: int = 10, *, effort: int | None = None) -> SearchResult:
         """The ``k`` best rows for each query row of ``queries`` ``[n, dim]`` (``k`` capped at ``len(self)``).
         ``effort`` overrides the approximate backend's search effort (higher: better recall, slower)."""
@@ -172,6 +173,7 @@ class SearchIndex:
         scores, rows = self._store.search(queries.float().contiguous(), min(k, len(self)), effort)
         return SearchResult(scores, rows, _ids_of(self._ids, rows))
 
+    @checked_arguments
     def save(self, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the index into ``folder`` atomically: the backend's file, the ids if given, and ``index.json``. An
         existing ``folder`` is replaced as :meth:`Bridge.save` replaces one (``overwrite`` likewise)."""
@@ -205,6 +207,7 @@ class SearchIndex:
         return "str"
 
     @classmethod
+    @checked_arguments
     def load(cls, folder: str | os.PathLike) -> SearchIndex:
         """Read a folder written by :meth:`save`, checking its manifest and every file's sha256 first."""
         folder = recover_interrupted_save(folder)

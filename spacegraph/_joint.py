@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ._arguments import checked_arguments
 from ._bridge import Bridge
 from ._errors import SpacegraphValueError
 from ._modality import Modality
@@ -22,6 +23,7 @@ class JointSpace(Space):
     bridge's, so a bridge trained on this joint space refuses one whose parent bridge changed.
     """
 
+    @checked_arguments
     def __init__(self, bridge: Bridge, spaces: Sequence[Space]) -> None:
         super().__init__()
         if bridge.card.kind != "connect":
@@ -42,6 +44,7 @@ class JointSpace(Space):
             fingerprint=bridge.fingerprint,
         )
 
+    @checked_arguments
     def member(self, modality: Modality) -> Space:
         """The space that embeds ``modality`` before its head maps it here."""
         return next(space for space in self.members if modality in space.modalities)
@@ -88,5 +91,6 @@ class JointSpace(Space):
         return self.bridge.save(folder, overwrite=overwrite)
 
     @classmethod
+    @checked_arguments
     def load(cls, folder: str | os.PathLike, spaces: Sequence[Space]) -> JointSpace:
         return cls(Bridge.load(folder), spaces)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ValidationError
 from tqdm.auto import trange
 
+from ._arguments import checked_arguments
 from ._bridge import Bridge, BridgeCard, BridgeFeatures, ProjectionHead
 from ._distributed import rank_and_world_size
 from ._errors import SpacegraphTypeError, SpacegraphValueError
@@ -136,6 +137,7 @@ class BridgeMethodBase(ABC, Generic[ConfigT]):
             ) from err
 
 
+@checked_arguments
 def check_pair(x: SpaceSpec, y: SpaceSpec, overlap: Modality) -> None:
     """Refuse a bridge of a space with itself, or through a modality one of the two does not embed."""
     for spec in (x, y):
@@ -148,6 +150,7 @@ def check_pair(x: SpaceSpec, y: SpaceSpec, overlap: Modality) -> None:
         raise SpacegraphValueError(f"a bridge joins two different spaces; both sides are {x.name!r}")
 
 
+@checked_arguments
 def measure_quality(
     head_x: Projection,
     head_y: Projection | None,
@@ -176,6 +179,7 @@ def _unit_rows(embeddings: torch.Tensor) -> torch.Tensor:
     return F.normalize(embeddings, dim=-1)
 
 
+@checked_arguments
 def progress_range(total: int, label: str, *, show_progress_bar: bool = True) -> Any:
     """``range(total)`` under a progress bar named ``label``, shown when asked and on the first rank only."""
     return trange(total, desc=label, disable=not show_progress_bar or rank_and_world_size()[0] > 0)

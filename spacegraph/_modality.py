@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import core_schema
 
+from ._arguments import checked_arguments
 from ._errors import SpacegraphValueError, UnknownModalityError
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class Modality(str):
         )
 
 
+@checked_arguments
 def register_modality(name: str, description: str = "") -> Modality:
     """Add a modality (idempotent) and return it: lowercase letters, digits and ``_``, starting with a letter."""
     if not isinstance(name, str) or not _NAME.match(name):

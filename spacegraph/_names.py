@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import re
 
+from ._arguments import checked_arguments
 from ._errors import SpacegraphValueError
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 ACCEPTED = "1-100 characters: letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
 
 
+@checked_arguments
 def check_path_name(name: object, what: str) -> str:
     """``name`` itself, if it is safe as one path component (no separator, no '..', not absolute); else a
     ValueError saying what was wrong and what is accepted."""
@@ -19,6 +21,7 @@ def check_path_name(name: object, what: str) -> str:
     return name
 
 
+@checked_arguments
 def path_component(name: str) -> str:
     """A safe, stable, one-component folder name for any non-empty name (a space named ``openclip:ViT-B-32`` or
     ``/models/clip``): the name itself when it is safe, else its safe characters plus a hash of the whole name,

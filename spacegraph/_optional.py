@@ -5,11 +5,15 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ._errors import MissingExtraError
+from ._arguments import checked_arguments
+from ._errors import MissingExtraError, SpacegraphValueError
 
 
+@checked_arguments
 def require(module: str, extra: str) -> ModuleType:
     """Import ``module`` or raise an ImportError saying ``pip install "spacegraph[<extra>]"``."""
+    if not module or module.startswith("."):
+        raise SpacegraphValueError(f"require takes an absolute module name, got {module!r}")
     try:
         return importlib.import_module(module)
     except ImportError as exc:

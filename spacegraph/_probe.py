@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._arguments import checked_arguments
 from ._bridge import Calibration
-from ._errors import SpacegraphValueError
+from ._errors import SpacegraphTypeError, SpacegraphValueError
 from ._eval import retrieval_metrics
 
 if TYPE_CHECKING:
@@ -31,9 +32,13 @@ class Probe:
     features: bool = False
 
     @classmethod
+    @checked_arguments
     def from_pairs(cls, name: str, source_inputs: Any, target_inputs: Any, *, features: bool = False) -> Probe:
         """Row i of ``source_inputs`` and of ``target_inputs`` are one true pair."""
-        n_source, n_target = len(source_inputs), len(target_inputs)
+        n_source, n_target = (
+            _length(source_inputs, name, "source inputs"),
+            _length(target_inputs, name, "target inputs"),
+        )
         if n_source != n_target:
             raise SpacegraphValueError(
                 f"a paired probe needs as many source as target items, got {n_source} and {n_target}"
@@ -42,12 +47,22 @@ class Probe:
 
     def __post_init__(self) -> None:
         for side in ("source", "target"):
-            inputs, labels = getattr(self, f"{side}_inputs"), getattr(self, f"{side}_labels")
-            if len(inputs) == 0 or len(inputs) != len(labels):
+            inputs = _length(getattr(self, f"{side}_inputs"), self.name, f"{side} inputs")
+            labels = _length(getattr(self, f"{side}_labels"), self.name, f"{side} labels")
+            if inputs == 0 or inputs != labels:
                 raise SpacegraphValueError(
-                    f"probe {self.name!r}: {len(inputs)} {side} inputs and {len(labels)} {side} labels; "
+                    f"probe {self.name!r}: {inputs} {side} inputs and {labels} {side} labels; "
                     "each side needs at least one item and one label per item"
                 )
+
+
+def _length(items: Any, probe: str, what: str) -> int:
+    try:
+        return len(items)
+    except TypeError as err:
+        raise SpacegraphTypeError(
+            f"probe {probe!r}: its {what} must be a sequence, tensor or array of items, got {type(items).__name__}"
+        ) from err
 
 
 def measure(route: Route, probe: Probe) -> dict[str, Any]:

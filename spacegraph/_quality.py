@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 import torch.nn.functional as F
 
+from ._arguments import checked_arguments
+from ._errors import SpacegraphValueError
 from ._eval import pair_recall_at_1, ranked_average_precisions, ranking
 from ._stages import StageClock
 from ._streaming import nearest, project_rows, unit_rows
@@ -62,8 +64,10 @@ class EstimateSettings:
     gap_power: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.balance not in ("queries", "classes") or self.labels not in ("items", "clusters"):
-            raise ValueError(
+        if not (isinstance(self.balance, str) and isinstance(self.labels, str)) or (
+            self.balance not in ("queries", "classes") or self.labels not in ("items", "clusters")
+        ):
+            raise SpacegraphValueError(
                 f"EstimateSettings(balance={self.balance!r}, labels={self.labels!r}): balance is 'queries' or "
                 "'classes', labels is 'items' or 'clusters'"
             )
@@ -135,6 +139,7 @@ def cosine_silhouette(x: torch.Tensor, assign: torch.Tensor, distance: torch.Ten
     return float(torch.where(own > 1, s, torch.zeros_like(s)).mean())
 
 
+@checked_arguments
 def subsample(x: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
     return x if len(x) <= n else x[torch.randperm(len(x), generator=generator)[:n]]
 
@@ -156,6 +161,7 @@ def _best_clustering(
 class PseudoLabels:
     """Meaning classes of two memories, read through the overlap items near them, at several granularities."""
 
+    @checked_arguments
     def __init__(
         self,
         overlap_x: torch.Tensor,
@@ -265,6 +271,7 @@ def _precisions(
     return torch.stack(precisions), silhouettes, torch.stack(query_weights)
 
 
+@checked_arguments
 def pseudo_map(za: torch.Tensor, zc: torch.Tensor, labels: PseudoLabels, balance: str = "queries") -> float:
     """The pseudo-label mAP of A -> C and C -> A retrieval, averaged over the granularities, each weighted by its
     silhouette (how well the overlap items separate into that many classes); 0 if nothing is answerable.
@@ -309,6 +316,7 @@ class EstimateData:
     rows of each memory (picked with a fixed seed, so every bridge trained on the same data is scored on the same
     items) and their pseudo labels. Build it once to score many bridges trained on the same data."""
 
+    @checked_arguments
     def __init__(
         self,
         overlap_x: torch.Tensor,
@@ -366,6 +374,7 @@ class EstimateData:
         }
 
 
+@checked_arguments
 def estimate_quality(
     project_x: Projection,
     project_y: Projection,
@@ -383,6 +392,7 @@ def estimate_quality(
     return data.score(project_x, project_y)
 
 
+@checked_arguments
 def held_out_quality(
     project_x: Projection, project_y: Projection, bx: torch.Tensor, by: torch.Tensor
 ) -> dict[str, float]:
@@ -392,6 +402,7 @@ def held_out_quality(
     return {"val_x_to_y_R@1": x_to_y, "val_y_to_x_R@1": y_to_x, "held_out_R@1": (x_to_y + y_to_x) / 2, "n_val": len(bx)}
 
 
+@checked_arguments
 def heads_quality(
     project_x: Projection,
     project_y: Projection,

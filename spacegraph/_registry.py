@@ -9,6 +9,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
 
+from ._arguments import checked_arguments
 from ._errors import MissingExtraError, SpacegraphTypeError, SpacegraphValueError, UnknownNameError
 
 logger = logging.getLogger(__name__)
@@ -83,25 +84,30 @@ SPACES = Registry("space", SPACES_GROUP)
 BRIDGE_METHODS = Registry("bridge method", BRIDGES_GROUP)
 
 
+@checked_arguments
 def register_space(name: str) -> Callable[[F], F]:
     """Decorator registering a Space factory (usually the class) under ``name``."""
     return SPACES.register(name)
 
 
+@checked_arguments
 def register_bridge_method(name: str) -> Callable[[F], F]:
     """Decorator registering a bridge-training method under ``name``."""
     return BRIDGE_METHODS.register(name)
 
 
+@checked_arguments
 def list_spaces(pattern: str = "*") -> list[str]:
     """Names of the registered spaces matching a glob ``pattern``."""
     return SPACES.names(pattern)
 
 
+@checked_arguments
 def list_bridge_methods(pattern: str = "*") -> list[str]:
     return BRIDGE_METHODS.names(pattern)
 
 
+@checked_arguments
 def load_space(name: str, /, *args: Any, **kwargs: Any) -> Any:
     """Build the registered space ``name``; other arguments go to its factory, checked against its signature
     first (a space that needs arguments, such as ``precomputed``, says which)."""
@@ -118,5 +124,6 @@ def load_space(name: str, /, *args: Any, **kwargs: Any) -> Any:
     return factory(*args, **kwargs)
 
 
+@checked_arguments
 def get_bridge_method(name: str) -> Any:
     return BRIDGE_METHODS.get(name)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ._arguments import checked_arguments
 from ._bridge import Bridge
 from ._checks import check_count
 from ._errors import SpacegraphValueError
@@ -111,11 +112,13 @@ class Route:
             f"bridges: {bridges or 'none'}; expected quality {self.expected_quality:.3f}"
         )
 
+    @checked_arguments
     def leg(self, end: str | Modality) -> Leg:
         """The leg of ``end``: ``"source"`` or ``"target"``, ``"space:modality"``, or a modality only one end
         embeds (both ends may, when they are the same leg)."""
         return self._leg_of(self.role(end))
 
+    @checked_arguments
     def role(self, end: str | Modality) -> str:
         """``"source"`` or ``"target"``: the end that ``end`` names (see :meth:`leg`)."""
         if end in ROLES:
@@ -136,20 +139,24 @@ class Route:
     def _leg_of(self, role: str) -> Leg:
         return self.source if role == "source" else self.target
 
+    @checked_arguments
     def encode(self, end: str | Modality, inputs: Any, **encode_kwargs: Any) -> torch.Tensor:
         """Embed raw ``inputs`` of one end (see :meth:`leg`) into the common space (unit-norm rows)."""
         leg = self.leg(end)
         return leg.project(leg.space.encode(leg.modality, inputs, **encode_kwargs))
 
+    @checked_arguments
     def project(self, end: str | Modality, embeddings: torch.Tensor) -> torch.Tensor:
         """Map embeddings already made by the leg's own space (e.g. cached features) into the common space."""
         return self.leg(end).project(embeddings)
 
+    @checked_arguments
     def similarity(self, source_inputs: Any, target_inputs: Any, **encode_kwargs: Any) -> torch.Tensor:
         """Cosine similarities ``[n_source, n_target]`` between raw inputs of the two ends."""
         a = self.encode("source", source_inputs, **encode_kwargs)
         return a @ self.encode("target", target_inputs, **encode_kwargs).T
 
+    @checked_arguments
     def index(
         self,
         items: Any,
@@ -172,6 +179,7 @@ class Route:
         self.search_index = SearchIndex.build(vectors, ids=ids, backend=backend, identity=identity, **options)
         return self.search_index
 
+    @checked_arguments
     def search(
         self, queries: Any, k: int = 10, *, modality: str | Modality | None = None, effort: int | None = None
     ) -> SearchResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 import hashlib
 import json
@@ -14,6 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tqdm.auto import tqdm
 
+from ._arguments import checked_arguments
 from ._batching import (
     PRECISIONS,
     FailedBatch,
@@ -27,7 +29,7 @@ from ._batching import (
     to_device,
 )
 from ._checks import check_count, checked_device
-from ._errors import SpacegraphTypeError, SpacegraphValueError
+from ._errors import SpacegraphError, SpacegraphTypeError, SpacegraphValueError
 from ._modality import Modality, as_modality
 
 
@@ -53,6 +55,7 @@ class SpaceSpec(BaseModel):
         return value
 
 
+@checked_arguments
 def fingerprint_state_dict(state: Mapping[str, torch.Tensor], preprocessing: Any = None) -> str:
     """A short, stable hash of a state dict (names, dtypes, shapes and values) and of ``preprocessing``: every
     setting outside the weights that changes an embedding (image size and mean, tokenizer, sample rate, point
@@ -67,12 +70,14 @@ def fingerprint_state_dict(state: Mapping[str, torch.Tensor], preprocessing: Any
     return "sha256:" + digest.hexdigest()[:16]
 
 
+@checked_arguments
 def json_digest(data: Any) -> str:
     """A short sha256 of JSON-serialisable ``data`` (keys sorted), e.g. a tokenizer's vocabulary in a fingerprint."""
     text = json.dumps(data, sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@checked_arguments
 def tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
     """What decides how a Hugging Face tokenizer tokenises, for a fingerprint: its class, length and side settings
     and a hash of its rules: a fast tokenizer's whole serialised pipeline (normaliser, vocabulary, merges, special
@@ -87,13 +92,22 @@ def tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
             pipeline.pop(per_call, None)
         identity["pipeline"] = json_digest(pipeline)
     else:
+        if not callable(getattr(tokenizer, "get_vocab", None)):
+            raise SpacegraphTypeError(
+                f"tokenizer_identity takes a Hugging Face tokenizer, got {type(tokenizer).__name__}"
+            )
         identity["vocabulary"] = json_digest(sorted(tokenizer.get_vocab().items()))
     return identity
 
 
+@checked_arguments
 def model_config_identity(config: Any) -> dict[str, Any]:
     """A transformers model config's settings that differ from the defaults (activation, norm eps, sizes, ...),
     without the library version or the path it was loaded from, which change no embedding."""
+    if not callable(getattr(config, "to_diff_dict", None)):
+        raise SpacegraphTypeError(
+            f"model_config_identity takes a transformers PretrainedConfig, got {type(config).__name__}"
+        )
     settings = config.to_diff_dict()
     for key in ("transformers_version", "_name_or_path", "_commit_hash"):
         settings.pop(key, None)
@@ -240,11 +254,12 @@ class Space(abc.ABC):
         self, modality: Modality, batch: Any, positions: Sequence[int], precision: str
     ) -> torch.Tensor:
         """Embed one batch here: prepared and encoded apart when the space splits the work, else whole."""
-        with numbered(positions):
-            if self._prepares_apart(modality):
-                return self._encode_on_device(modality, self._prepare_batch(modality, batch), positions, precision)
-            with self._autocast(precision):
-                return self._encode_batch(modality, batch).float().cpu()
+        if self._prepares_apart(modality):
+            with numbered(positions), self._plugin_errors(modality, positions):
+                prepared = self._prepare_batch(modality, batch)
+            return self._encode_on_device(modality, prepared, positions, precision)
+        with numbered(positions), self._plugin_errors(modality, positions), self._autocast(precision):
+            return self._encode_batch(modality, batch).float().cpu()
 
     def _encode_in_workers(
         self,
@@ -277,8 +292,25 @@ class Space(abc.ABC):
     def _encode_on_device(self, modality: Modality, prepared: Any, positions: Sequence[int], precision: str) -> Any:
         """The model half: copy a prepared batch to the space's device and embed it (float32, on the CPU)."""
         prepared = to_device(prepared, self.device)
-        with numbered(positions), self._autocast(precision):
+        with numbered(positions), self._plugin_errors(modality, positions), self._autocast(precision):
             return self._encode_prepared(modality, prepared).float().cpu()
+
+    @contextlib.contextmanager
+    def _plugin_errors(self, modality: Modality, positions: Sequence[int]) -> Iterator[None]:
+        """Turn an error the space's own code raised (not spacegraph's, not running out of memory) into a spacegraph
+        error of its kind (a type error stays one) naming the space, the modality and the items, the original kept as
+        ``__cause__``."""
+        try:
+            yield
+        except (SpacegraphError, MemoryError, torch.OutOfMemoryError):
+            raise
+        except Exception as err:
+            items = f"{positions[0]}..{positions[-1]}" if len(positions) else "(none)"
+            kind = SpacegraphTypeError if isinstance(err, TypeError) else SpacegraphValueError  # the same kind of error
+            raise kind(
+                f"space {self.spec.name!r} could not encode {modality.value} items {items}: {type(err).__name__}: "
+                f"{str(err)[:300]}"
+            ) from err
 
     def _autocast(self, precision: str) -> torch.autocast:
         dtype = PRECISIONS[precision]

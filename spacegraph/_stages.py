@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 from tqdm.auto import tqdm
 
+from ._arguments import checked_arguments
 from ._distributed import rank_and_world_size
 
 
@@ -18,6 +19,7 @@ class StageClock:
     only) each announced stage writes ``label: name (detail) ...`` when it starts and its seconds when it ends,
     through tqdm, so progress bars stay intact; a stage with a progress bar of its own need not be announced."""
 
+    @checked_arguments
     def __init__(self, label: str, *, show: bool = False) -> None:
         self.label = label
         self.show = show and rank_and_world_size()[0] == 0

@@ -7,10 +7,14 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from ._arguments import checked_arguments
+from ._errors import SpacegraphValueError
+
 QUERY_CHUNK = 4096
 KEY_CHUNK = 16384
 
 
+@checked_arguments
 def row_blocks(count: int, rows: torch.Tensor | None, chunk: int) -> Iterator[tuple[int, slice | torch.Tensor]]:
     """``(offset, selector)`` over ``count`` rows in chunks: a slice, or the chunk of ``rows`` (an index) to gather,
     so that ``keys[selector]`` and ``values[selector]`` take the same rows one chunk at a time (no full copy)."""
@@ -18,6 +22,7 @@ def row_blocks(count: int, rows: torch.Tensor | None, chunk: int) -> Iterator[tu
         yield start, slice(start, start + chunk) if rows is None else rows[start : start + chunk]
 
 
+@checked_arguments
 def top_k(
     queries: torch.Tensor,
     keys: torch.Tensor,
@@ -29,6 +34,11 @@ def top_k(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` largest dot products of each query over the keys (``keys[rows]`` if given; indices count over
     those rows): ``(scores [n, k], indices [n, k])``, best first. A running top-k is merged chunk by chunk."""
+    if queries.ndim != 2 or keys.ndim != 2 or queries.shape[1] != keys.shape[1]:
+        raise SpacegraphValueError(
+            f"queries and keys must be [n, dim] and [m, dim] of one dim, got {list(queries.shape)} and "
+            f"{list(keys.shape)}"
+        )
     count = keys.shape[0] if rows is None else rows.shape[0]
     k = min(k, count)
     scores, indices = [], []
@@ -47,6 +57,7 @@ def top_k(
     return torch.cat(scores), torch.cat(indices)
 
 
+@checked_arguments
 def nearest(
     queries: torch.Tensor,
     keys: torch.Tensor,
@@ -59,6 +70,7 @@ def nearest(
     return top_k(queries, keys, 1, rows=rows, query_chunk=query_chunk, key_chunk=key_chunk)[1][:, 0]
 
 
+@checked_arguments
 def project_rows(
     project: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor, chunk: int = 65536
 ) -> torch.Tensor:

@@ -5,6 +5,7 @@ sha256 was edited to match the damaged file."""
 import hashlib
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -48,3 +49,59 @@ def test_index_rows_must_be_finite_float32_matrices(tmp_path, vectors, message):
     with pytest.raises(sg.SpacegraphValueError, match=message):
         sg.SearchIndex.load(folder)
     assert load_file(str(folder / "vectors.safetensors"))["vectors"].shape == vectors.shape  # left as found
+
+
+def record_sha256(folder, name):
+    manifest = json.loads((folder / "index.json").read_text())
+    manifest["files"][name] = hashlib.sha256((folder / name).read_bytes()).hexdigest()
+    (folder / "index.json").write_text(json.dumps(manifest))
+
+
+def nan_row_in_hnsw(faiss, path):
+    index = faiss.read_index(str(path))
+    faiss.rev_swig_ptr(faiss.downcast_index(index.storage).get_xb(), index.ntotal * index.d)[5] = np.nan
+    faiss.write_index(index, str(path))
+
+
+def bad_link_in_hnsw(faiss, path):
+    index = faiss.read_index(str(path))
+    faiss.rev_swig_ptr(index.hnsw.neighbors.data(), index.hnsw.neighbors.size())[3] = 10**6
+    faiss.write_index(index, str(path))
+
+
+def bad_id_in_ivf(faiss, path):
+    index = faiss.read_index(str(path))
+    lists = faiss.extract_index_ivf(index).invlists
+    first = next(i for i in range(lists.nlist) if lists.list_size(i))
+    faiss.rev_swig_ptr(lists.get_ids(first), lists.list_size(first))[0] = 10**6
+    faiss.write_index(index, str(path))
+
+
+def nan_row_in_usearch(_, path):
+    from usearch.index import Index
+
+    index = Index.restore(str(path))
+    index.remove(5)
+    index.add(5, np.full(index.ndim, np.nan, np.float32))
+    index.save(str(path))
+
+
+APPROXIMATE_DAMAGES = {
+    "faiss-hnsw nan row": ("faiss-hnsw", nan_row_in_hnsw, "rows hold NaN or inf"),
+    "faiss-hnsw bad link": ("faiss-hnsw", bad_link_in_hnsw, "not a readable faiss index .*out of range"),
+    "faiss-ivf bad id": ("faiss-ivf", bad_id_in_ivf, "stored ids do not name each of its 300 rows once"),
+    "usearch nan row": ("usearch", nan_row_in_usearch, "rows hold NaN or inf"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(APPROXIMATE_DAMAGES))
+def test_approximate_index_files_are_checked_for_what_they_hold(tmp_path, damage):
+    faiss = pytest.importorskip("faiss")
+    pytest.importorskip("usearch.index")
+    backend, damage_file, message = APPROXIMATE_DAMAGES[damage]
+    folder = sg.SearchIndex.build(random_unit(300, 8, 0), backend=backend).save(tmp_path / "index")
+    name = "index.usearch" if backend == "usearch" else "index.faiss"
+    damage_file(faiss, folder / name)
+    record_sha256(folder, name)
+    with pytest.raises(sg.SpacegraphValueError, match=message):
+        sg.SearchIndex.load(folder)

@@ -4,6 +4,7 @@ contradicts its space are each a clear error naming the option or file, raised b
 width no machine can allocate: test_artifacts_refuse_bad_files.py)."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -25,10 +26,10 @@ def test_counts_must_be_integers(bad, tmp_path, toy_spaces):
     x, y = toy_spaces
     with pytest.raises(sg.SpacegraphValueError, match=rf"batch_size must be an integer >= 1, got {bad!r}"):
         x.encode("audio", np.ones((3, 8), np.float32), batch_size=bad)
-    with pytest.raises(sg.SpacegraphValueError, match=rf"shard_rows must be an integer >= 1, got {bad!r}"):
+    with pytest.raises(sg.SpacegraphValueError, match=rf"shard_rows.*integer.*got .*{re.escape(repr(bad))}"):
         sg.FeatureStore(tmp_path, shard_rows=bad)
     graph = sg.SpaceGraph([x, y], [make_bridge(x, y)])
-    with pytest.raises(sg.SpacegraphValueError, match=rf"max_routes must be an integer >= 1, got {bad!r}"):
+    with pytest.raises(sg.SpacegraphValueError, match=rf"max_routes.*integer.*got .*{re.escape(repr(bad))}"):
         graph.plan("audio", "image", max_routes=bad)
 
 
@@ -87,7 +88,7 @@ def test_json_nested_too_deep_is_a_damaged_file(toy_spaces, tmp_path):
 def test_wrong_objects_and_cards_that_contradict_their_space_fail_when_added(toy_spaces, tmp_path):
     x, y = toy_spaces
     graph = sg.SpaceGraph([x, y])
-    with pytest.raises(sg.SpacegraphTypeError, match="add_bridge takes a spacegraph.Bridge .* got str"):
+    with pytest.raises(sg.SpacegraphTypeError, match="add_bridge: argument 'bridge': .*instance of Bridge, got str"):
         graph.add_bridge("runs/demo/bridge")
     folder = make_bridge(x, y).save(tmp_path / "bridge")
     card = json.loads((folder / "bridge.json").read_text())

@@ -34,9 +34,11 @@ def test_register_validates_names_and_is_idempotent():
     assert TACTILE.description == "pressure maps from a touch sensor"  # a re-registration without one keeps it
     assert [m for m in sg.known_modalities() if m == "tactile"] == [TACTILE]
     assert sg.register_modality("audio") is sg.Modality.AUDIO
-    for bad in ("Tactile", "1d_signal", "", "touch-map", "a" * 41, " tactile", 3):
+    for bad in ("Tactile", "1d_signal", "", "touch-map", "a" * 41, " tactile"):
         with pytest.raises(sg.SpacegraphValueError, match="use 1-40 lowercase letters, digits or '_'"):
             sg.register_modality(bad)
+    with pytest.raises(sg.SpacegraphTypeError, match="register_modality: argument 'name': .*valid string"):
+        sg.register_modality(3)
     with pytest.raises(sg.UnknownModalityError):
         sg.Modality("Tactile")  # a refused name was not registered
 

@@ -101,8 +101,16 @@ def test_bad_input_is_refused_clearly():
         (lambda: index.search(torch.empty(0, 8)), sg.SpacegraphValueError, "empty batch"),
         (lambda: index.search(torch.full((2, 8), float("nan"))), sg.SpacegraphValueError, "NaN or inf"),
         (lambda: index.search(random_unit(2, 8, 1), k=0), sg.SpacegraphValueError, "k must be an integer >= 1"),
-        (lambda: index.search(random_unit(2, 8, 1), k=True), sg.SpacegraphValueError, "k must be"),
-        (lambda: index.search([[0.0] * 8]), sg.SpacegraphTypeError, "expected a float torch.Tensor"),
+        (
+            lambda: index.search(random_unit(2, 8, 1), k=True),
+            sg.SpacegraphValueError,
+            "argument 'k': .*valid integer, got bool",
+        ),
+        (
+            lambda: index.search([[0.0] * 8]),
+            sg.SpacegraphTypeError,
+            "argument .queries.: .*instance of Tensor, got list",
+        ),
         (lambda: SearchIndex.build(torch.empty(0, 8)), sg.SpacegraphValueError, "empty batch"),
         (lambda: SearchIndex.build(random_unit(4, 8, 0), backend="annoy"), sg.SpacegraphValueError, "accepted: auto"),
         (lambda: SearchIndex.build(random_unit(4, 8, 0), backend="exact", M=8), sg.SpacegraphValueError, "none"),
