@@ -42,7 +42,11 @@ def numbered(indices: Sequence[int]) -> Iterator[None]:
 
 def batch_length(inputs: Any) -> int:
     """Number of items in a batch given as a list/tuple, numpy array or tensor (first axis)."""
-    if isinstance(inputs, (str, bytes)) or not isinstance(inputs, (Sequence, np.ndarray, torch.Tensor)):
+    if (
+        isinstance(inputs, (str, bytes))
+        or not isinstance(inputs, (Sequence, np.ndarray, torch.Tensor))
+        or getattr(inputs, "ndim", 1) == 0
+    ):
         raise SpacegraphTypeError(
             f"inputs must be a list, tuple, numpy array or tensor of items, got {type(inputs).__name__}"
         )

@@ -115,7 +115,7 @@ def chance_metrics(
 ) -> dict[str, float]:
     """The metrics of random rankings, averaged over ``trials`` seeded draws."""
     generator = torch.Generator().manual_seed(seed)
-    shape = (len(query_labels), len(gallery_labels))
+    shape = (len(_labels(query_labels)), len(_labels(gallery_labels)))
     runs = [
         retrieval_metrics(torch.rand(shape, generator=generator), query_labels, gallery_labels) for _ in range(trials)
     ]
@@ -139,6 +139,11 @@ def zero_shot_accuracy(
     embeddings: torch.Tensor, labels: Sequence[int] | np.ndarray | torch.Tensor, class_embeddings: torch.Tensor
 ) -> float:
     """Accuracy of assigning each embedding to its most similar class embedding (row c = class c)."""
+    if embeddings.ndim != 2 or class_embeddings.ndim != 2 or embeddings.shape[1] != class_embeddings.shape[1]:
+        raise SpacegraphValueError(
+            f"zero_shot_accuracy: embeddings and class embeddings must be [n, dim] and [classes, dim] of one dim, got "
+            f"{list(embeddings.shape)} and {list(class_embeddings.shape)}"
+        )
     labels = _labels(labels)
     if len(labels) != len(embeddings) or len(labels) == 0:
         raise SpacegraphValueError(f"zero_shot_accuracy: {len(embeddings)} embeddings and {len(labels)} labels")

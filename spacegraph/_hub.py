@@ -123,15 +123,21 @@ def push_folder(
         )
     hub = require("huggingface_hub", HUB_EXTRA)
     api = hub.HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    return api.upload_folder(
-        repo_id=repo_id,
-        folder_path=str(folder),
-        revision=revision,
-        commit_message=commit_message or f"Upload {Path(folder).name} with spacegraph",
-        create_pr=create_pr,
-        ignore_patterns=[OWNERSHIP],  # the save's local record of what it wrote; a downloaded copy is not a save
-    )
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        return api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            revision=revision,
+            commit_message=commit_message or f"Upload {Path(folder).name} with spacegraph",
+            create_pr=create_pr,
+            ignore_patterns=[OWNERSHIP],  # the save's local record of what it wrote; a downloaded copy is not a save
+        )
+    except OSError as err:  # offline, unreachable, refused (huggingface_hub's HTTP errors are OSErrors)
+        raise SpacegraphValueError(
+            f"cannot push to the Hub repo {repo_id!r}: {type(err).__name__}: {str(err).splitlines()[0]}; check the "
+            "network, HF_HUB_OFFLINE and the token"
+        ) from err
 
 
 class HubMixin(ABC):

@@ -174,6 +174,7 @@ class PseudoLabels:
         seed: int = 0,
         by_cluster: bool = False,
     ) -> None:
+        _check_pairs(overlap_x, overlap_y, memory_x, memory_y)
         bx, by, mx, my = (unit_rows(rows) for rows in (overlap_x, overlap_y, memory_x, memory_y))
         # Only the overlap items some memory item is nearest to: off-topic overlap data does not shape the classes.
         near = torch.unique(torch.cat([nearest(mx, bx), nearest(my, by)]))
@@ -188,6 +189,28 @@ class PseudoLabels:
         self.levels = {
             k: (read_x(_centroids(bx[near], a, k)), read_y(_centroids(by[near], a, k))) for k, (_, a) in best.items()
         }
+
+
+def _check_pairs(
+    overlap_x: torch.Tensor, overlap_y: torch.Tensor, memory_x: torch.Tensor, memory_y: torch.Tensor
+) -> None:
+    """Refuse embeddings that are not non-empty ``[n, dim]`` matrices, one dim per space, one overlap row per pair."""
+    tensors = {"overlap_x": overlap_x, "overlap_y": overlap_y, "memory_x": memory_x, "memory_y": memory_y}
+    shapes = {name: list(tensor.shape) for name, tensor in tensors.items()}
+    sound = all(tensor.ndim == 2 and len(tensor) > 0 for tensor in tensors.values())
+    if (
+        not sound
+        or len(overlap_x) != len(overlap_y)
+        or (overlap_x.shape[1], overlap_y.shape[1])
+        != (
+            memory_x.shape[1],
+            memory_y.shape[1],
+        )
+    ):
+        raise SpacegraphValueError(
+            f"pseudo labels need non-empty [n, dim] embeddings, the overlap paired row by row and each memory of its "
+            f"space's dim; got shapes {shapes}"
+        )
 
 
 def _item_reader(memory: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -114,7 +114,8 @@ def model_config_identity(config: Any) -> dict[str, Any]:
     return settings
 
 
-def check_embeddings(embeddings: torch.Tensor, dim: int, what: str) -> torch.Tensor:
+@checked_arguments
+def check_embeddings(embeddings: Any, dim: int, what: str) -> torch.Tensor:
     """Refuse a batch of embeddings of the wrong shape or with NaN/inf, saying which."""
     if not isinstance(embeddings, torch.Tensor):
         raise SpacegraphTypeError(
