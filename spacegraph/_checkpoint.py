@@ -19,7 +19,11 @@ def load_weights_only(path: str | os.PathLike, what: str, *, allowed: Sequence[t
     """The content of a torch checkpoint, unpickled with ``weights_only=True``: only tensors, plain containers
     and the ``allowed`` classes are built, so no code from the file runs."""
     path = Path(path)
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except (OSError, ValueError):  # a name no file system holds
+        exists = False
+    if not exists:
         raise SpacegraphFileNotFoundError(f"{what} not found: {path}")
     if not path.is_file():  # checked before torch.load opens it: a FIFO or device would block
         raise SpacegraphValueError(

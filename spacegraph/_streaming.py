@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from ._arguments import checked_arguments
-from ._errors import SpacegraphValueError
+from ._errors import SpacegraphTypeError, SpacegraphValueError
 
 QUERY_CHUNK = 4096
 KEY_CHUNK = 16384
@@ -39,7 +39,13 @@ def top_k(
             f"queries and keys must be [n, dim] and [m, dim] of one dim, got {list(queries.shape)} and "
             f"{list(keys.shape)}"
         )
+    if rows is not None and (rows.ndim != 1 or rows.is_floating_point() or rows.is_complex()):
+        raise SpacegraphValueError(
+            f"rows must be a 1-d integer tensor of key positions, got {rows.dtype} {list(rows.shape)}"
+        )
     count = keys.shape[0] if rows is None else rows.shape[0]
+    if count == 0 or k < 1:
+        raise SpacegraphValueError(f"nothing to rank: {count} keys and k = {k}; give at least one key and k >= 1")
     k = min(k, count)
     scores, indices = [], []
     for q in queries.split(query_chunk):
@@ -75,8 +81,13 @@ def project_rows(
     project: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor, chunk: int = 65536
 ) -> torch.Tensor:
     """``project(rows)`` a chunk at a time, without autograd (a projection head in eval mode is row-wise)."""
+    if rows.ndim != 2 or len(rows) == 0:
+        raise SpacegraphValueError(f"project_rows: rows must be a non-empty [n, dim] tensor, got {list(rows.shape)}")
     with torch.inference_mode():
-        return torch.cat([project(part) for part in rows.split(chunk)])
+        parts = [project(part) for part in rows.split(chunk)]
+    if not all(isinstance(part, torch.Tensor) for part in parts):
+        raise SpacegraphTypeError(f"project_rows: project must return tensors, got {type(parts[0]).__name__}")
+    return torch.cat(parts)
 
 
 def unit_rows(rows: torch.Tensor) -> torch.Tensor:
