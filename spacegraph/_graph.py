@@ -77,11 +77,6 @@ class SpaceGraph:
     @checked_arguments
     def add_bridge(self, bridge: Bridge) -> Bridge:
         """Add a trained bridge; its spaces must be in the graph with the same weights it was trained on."""
-        if not isinstance(bridge, Bridge):
-            raise SpacegraphTypeError(
-                f"add_bridge takes a spacegraph.Bridge (from train_bridge, Bridge.load or Bridge.from_pretrained), "
-                f"got {type(bridge).__name__}"
-            )
         if bridge.name in self._bridges:
             raise SpacegraphValueError(f"the graph already has a bridge named {bridge.name!r}; a bridge is added once")
         cost = bridge.card.cost
