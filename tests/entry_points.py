@@ -1,7 +1,7 @@
 """Every public entry point of spacegraph, called with generated arguments: each name in ``spacegraph.__all__`` and
-``spacegraph.plugin.__all__`` that can be called, and the public methods of the objects they make. Each argument is
-drawn (by hypothesis) from one pool of values of every kind (valid library objects, tensors of odd shapes and dtypes, paths to
-missing files, folders and FIFOs, numbers out of range, strings, None), so a case is sometimes a valid call and
+``spacegraph.plugin.__all__`` that can be called, and the public methods of the objects they make. Hypothesis draws
+each argument from one pool of values of every kind (valid library objects, tensors of odd shapes and dtypes, paths
+to missing files, folders and FIFOs, numbers out of range, strings, None), so a case is sometimes a valid call and
 mostly a careless one. A case ends in one of:
 
 * ``ok``: a result, whose tensors are all finite;
@@ -9,7 +9,7 @@ mostly a careless one. A case ends in one of:
 * ``raw``: any other exception, or a result holding NaN or inf;
 * ``hang``: no answer within :data:`CASE_SECONDS`.
 
-Run as ``python -m tests.entry_points --cases N --json FILE`` (the test of the same name and
+Run as ``python -m tests.entry_points --cases N --json FILE`` (``tests/core/test_every_public_entry_point.py`` and
 ``benchmarks/scripts/reliability_cases.py`` do): it works in a temporary folder, so nothing it writes lands
 elsewhere, and in its own process, so what it registers stays there.
 """
