@@ -190,7 +190,7 @@ def _check_replaceable(final: Path, overwrite: bool) -> None:
         )
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     with path.open("rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
@@ -202,7 +202,7 @@ def _record_ownership(payload: Path) -> None:
         for name in names:
             path = Path(folder, name)
             if path.is_file() and not path.is_symlink():
-                files[path.relative_to(payload).as_posix()] = _sha256(path)
+                files[path.relative_to(payload).as_posix()] = file_sha256(path)
     record = {"format": OWNERSHIP_FORMAT, "files": dict(sorted(files.items()))}
     (payload / OWNERSHIP).write_text(json.dumps(record, indent=1), encoding="utf-8")
 
@@ -232,7 +232,7 @@ def not_written_by_spacegraph(folder: str | os.PathLike) -> list[str]:
             relative = path.relative_to(folder).as_posix()
             if relative == OWNERSHIP or (path.is_dir() and not path.is_symlink()):
                 continue
-            if path.is_symlink() or not path.is_file() or recorded.get(relative) != _sha256(path):
+            if path.is_symlink() or not path.is_file() or recorded.get(relative) != file_sha256(path):
                 foreign.append(relative)
     return foreign
 

@@ -13,7 +13,6 @@ identity means is the builder's business (a route keeps which of its sides was i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -27,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file, save_file
 
 from ._arguments import checked_arguments
-from ._atomic import atomic_dir, recover_interrupted_save
+from ._atomic import atomic_dir, file_sha256, recover_interrupted_save
 from ._checks import check_count
 from ._errors import SpacegraphFileNotFoundError, SpacegraphTypeError, SpacegraphValueError
 from ._index_backends import (
@@ -181,7 +180,7 @@ class SearchIndex:
         with atomic_dir(folder, overwrite=overwrite) as tmp:
             self._store.write(tmp / FILES[self.backend])
             ids_kind = self._write_ids(tmp)
-            files = {path.name: _sha256(path) for path in sorted(tmp.iterdir())}
+            files = {path.name: file_sha256(path) for path in sorted(tmp.iterdir())}
             manifest = IndexManifest(
                 format="spacegraph-search-index",
                 format_version=FORMAT_VERSION,
@@ -222,7 +221,7 @@ class SearchIndex:
             path = folder / name
             if not path.is_file():
                 raise SpacegraphFileNotFoundError(f"{path} not found; {folder} is not a complete saved index")
-            if _sha256(path) != digest:
+            if file_sha256(path) != digest:
                 raise SpacegraphValueError(f"{path}: its sha256 differs from {MANIFEST}'s: changed or damaged")
         store = read_store(manifest.backend, folder / FILES[manifest.backend])
         if store.shape != (manifest.count, manifest.dim):
@@ -234,11 +233,6 @@ class SearchIndex:
 
     def __repr__(self) -> str:
         return f"SearchIndex({self.backend}, {len(self)} x {self.dim})"
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _read_manifest(folder: Path) -> IndexManifest:
