@@ -214,6 +214,8 @@ class SpaceGraph:
     @checked_arguments
     def leg(self, modality: str | Modality, path: list[str]) -> Leg:
         """The leg that embeds ``modality`` in ``path[0]`` and follows head edges along ``path``."""
+        if not path:
+            raise NoRouteError("a leg's path names at least its space: got an empty path")
         missing = [(u, v) for u, v in itertools.pairwise(path) if not self._graph.has_edge(u, v)]
         if path[0] not in self._graph or missing:
             raise NoRouteError(f"no head edges along {path}: missing {missing or path[:1]}")

@@ -25,6 +25,8 @@ def test_methods_are_checked_and_paths_may_be_strings(toy_spaces, tmp_path):
     graph = sg.SpaceGraph(list(toy_spaces))
     with pytest.raises(sg.SpacegraphArgumentError, match=r"SpaceGraph.plan: argument 'max_routes'"):
         graph.plan("audio", "image", max_routes=2.0)
+    with pytest.raises(sg.NoRouteError, match="empty path"):  # found by seed 11 of the entry-point run
+        graph.leg("audio", [])
     index = sg.SearchIndex.build(random_unit(6, 4, 0))
     index.save(str(tmp_path / "index"))
     assert sg.SearchIndex.load(str(tmp_path / "index")).dim == 4
