@@ -11,7 +11,8 @@ from typing import Any
 from spacegraph import SpacegraphValueError
 from spacegraph.cli import DEFAULT_DATA, add_threads_option, check_writable, set_threads, write_json
 
-BENCHMARKS = ["digits", "multihop", "modelnet10", "hard", "quality"]
+BENCHMARKS = ["digits", "multihop", "modelnet10", "hard", "quality", "ensembles", "methods"]
+THREE_SEEDS = ("hard", "ensembles", "methods")  # each runs seeds N, N+1 and N+2
 
 
 def add_demo(commands: argparse._SubParsersAction) -> None:
@@ -37,9 +38,10 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--json", help="write the record here")
     bench.add_argument("--out", help="folder for cached features and bridges (default runs/bench-NAME)")
     bench.add_argument(
-        "--seed", type=int, default=0, help="seed of every training run (hard: runs seeds N, N+1 and N+2)"
+        "--seed", type=int, default=0, help="seed of every training run (hard, ensembles, methods: N, N+1, N+2)"
     )
     bench.add_argument("--no-ablations", action="store_true", help="digits, hard: skip the ablations")
+    bench.add_argument("--only", choices=["routes"], help="quality: only the multi-hop route table")
     bench.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads_option(bench)
     bench.set_defaults(run=run_bench)
@@ -90,9 +92,11 @@ def run_bench(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     bench = importlib.import_module(f"{__package__}.{args.name}")
     options: dict[str, Any] = {"progress": not args.quiet}
-    if args.name == "hard":
+    if args.name in THREE_SEEDS:
         options["seeds"] = tuple(args.seed + offset for offset in range(3))
-    elif args.name != "quality":
+    elif args.name == "quality":
+        options["only"] = args.only
+    else:
         options["config"] = {"seed": args.seed}
     if args.name in ("digits", "hard"):
         options["ablations"] = not args.no_ablations

@@ -7,8 +7,6 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from spacegraph.plugin import HeadArch
-
 
 class CMCRConfig(BaseModel):
     """Every hyperparameter of C-MCR training. Unknown keys, NaN and infinity are errors, not silent defaults."""
@@ -20,7 +18,9 @@ class CMCRConfig(BaseModel):
         description="connect: train both heads into a new joint space; extend: train only the first space's head "
         "into the second space, which stays frozen (Ex-MCR).",
     )
-    head_arch: HeadArch = Field("mlp2", description="mlp2: released audio-visual head; mlp1: released 3D head")
+    head_arch: Literal["mlp2", "mlp1"] = Field(
+        "mlp2", description="mlp2: released audio-visual head; mlp1: released 3D head"
+    )
     hidden_dim: int = Field(1024, gt=0, description="Hidden width of mlp2 heads.")
     out_dim: int = Field(512, gt=0, description="Dimension of the joint space (extend: the target's dim).")
     memory_temperature: float = Field(0.01, gt=0, description="tau_mem of the memory softmax.")

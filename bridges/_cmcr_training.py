@@ -31,6 +31,7 @@ from spacegraph.plugin import (
 from ._cmcr_config import CMCRConfig
 from ._cmcr_losses import cmcr_loss, perturb
 from ._cmcr_pairs import PseudoPairs, TrainingData, pseudo_pairs
+from ._overlap_split import split_overlap
 
 
 class FrozenTarget(torch.nn.Module):
@@ -51,20 +52,6 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     held_out: torch.Tensor | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)  # see train_heads and fit_heads
-
-
-def _split(n: int, val_fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shuffled train and held-out overlap rows. Training needs at least 2 rows (BatchNorm normalises over a batch),
-    and a held-out set (``val_fraction > 0``) at least 2 more (matching needs a wrong answer to pass over)."""
-    n_val = round(n * val_fraction)
-    if n - n_val < 2 or (val_fraction > 0 and n_val < 2):
-        raise SpacegraphValueError(
-            f"{n} overlap row(s) are too few to train with val_fraction={val_fraction}: training needs at least 2 "
-            f"rows and, when val_fraction > 0, at least 2 more held out (round(rows * val_fraction) >= 2); add "
-            "overlap data" + (" or set val_fraction=0" if val_fraction > 0 and n >= 2 else "")
-        )
-    order = torch.randperm(n, generator=generator)
-    return order[n_val:], order[:n_val]
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator):
@@ -259,7 +246,7 @@ class TrainingRun:
         device = rank_device() if config.device == "cuda" else checked_device(config.device, "config.device")
         generator = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)
-        train_idx, val_idx = _split(features.overlap_x.shape[0], config.val_fraction, generator)
+        train_idx, val_idx = split_overlap(features.overlap_x.shape[0], config.val_fraction, generator)
         overlap = (features.overlap_x.to(device), features.overlap_y.to(device), train_idx.to(device))
         memories = (None if m is None else m.to(device) for m in (features.memory_x, features.memory_y))
         data = TrainingData(*overlap, *memories, config)

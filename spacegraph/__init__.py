@@ -26,6 +26,7 @@ _EXPORTS = {
     "zero_shot_accuracy": "_eval",
     "FeatureStore": "_features",
     "SpaceGraph": "_graph",
+    "space_reference": "_graph_artifact",
     "SearchIndex": "_index",
     "SearchResult": "_index",
     "JointSpace": "_joint",
@@ -41,6 +42,7 @@ _EXPORTS = {
     "register_bridge_method": "_registry",
     "register_space": "_registry",
     "Route": "_route",
+    "RouteEnsemble": "_ensemble",
     "Space": "_space",
     "SpaceSpec": "_space",
     "fingerprint_state_dict": "_space",
@@ -60,10 +62,12 @@ if TYPE_CHECKING:  # the same names for type checkers and editors ("X as X": a r
     from ._bridge import (
         HeadSpec as HeadSpec,
     )
+    from ._ensemble import RouteEnsemble as RouteEnsemble
     from ._eval import retrieval_metrics as retrieval_metrics
     from ._eval import zero_shot_accuracy as zero_shot_accuracy
     from ._features import FeatureStore as FeatureStore
     from ._graph import SpaceGraph as SpaceGraph
+    from ._graph_artifact import space_reference as space_reference
     from ._index import SearchIndex as SearchIndex
     from ._index import SearchResult as SearchResult
     from ._joint import JointSpace as JointSpace

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 import torch
 from safetensors.torch import save_file
@@ -58,25 +58,67 @@ README_FILE = "README.md"  # the model card save_pretrained writes
 IDENTITY_FIELDS = ("name", "kind", "spaces", "overlap", "heads")  # what a bridge's modules and graph place hang on
 
 
+PIVOT_SCORES = 1 << 22  # query x anchor scores a pivot head holds at once (16 MiB)
+
+
+class PivotLookup(nn.Module):
+    """The body of a ``pivot`` head: each input's softmax over its cosines to ``keys`` (unit rows, buffers
+    ``[anchors, in_dim]``) at ``temperature`` weighs ``values`` (their counterparts, ``[anchors, out_dim]``). Inputs
+    go through in chunks, so memory stays bounded at any batch size."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+    def __init__(self, anchors: int, in_dim: int, out_dim: int, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.register_buffer("keys", torch.zeros(anchors, in_dim))
+        self.register_buffer("values", torch.zeros(anchors, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        chunks = x.split(max(1, PIVOT_SCORES // len(self.keys)))
+        return torch.cat([self._lookup(chunk) for chunk in chunks])
+
+    def _lookup(self, x: torch.Tensor) -> torch.Tensor:
+        cosines = nn.functional.normalize(x, dim=-1) @ self.keys.T
+        return torch.softmax(cosines / self.temperature, dim=-1) @ self.values
+
+
 class ProjectionHead(nn.Module):
+    """The head ``spec`` describes, ending in L2 normalisation. Its state dict: ``net.*`` of an ``nn.Sequential``
+    for ``mlp2``/``mlp1``, ``net.weight`` and ``net.bias`` (``[out_dim, in_dim]``, ``[out_dim]``) for ``linear``,
+    the buffers ``net.keys`` and ``net.values`` for ``pivot``."""
+
     @checked_arguments
     def __init__(self, spec: HeadSpec) -> None:
         super().__init__()
         self.spec = spec
-        if spec.arch == "mlp2":
-            layers = [
-                nn.Linear(spec.in_dim, spec.hidden_dim),
-                nn.BatchNorm1d(spec.hidden_dim),
-                nn.ReLU(inplace=True),
-                nn.Linear(spec.hidden_dim, spec.out_dim),
-                nn.BatchNorm1d(spec.out_dim),
-            ]
-        else:
-            layers = [nn.Linear(spec.in_dim, spec.out_dim), nn.BatchNorm1d(spec.out_dim), nn.ReLU(inplace=True)]
-        self.net = nn.Sequential(*layers)
+        self.net = _head_body(spec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.net(x), dim=-1)
+
+
+def _head_body(spec: HeadSpec) -> nn.Module:
+    """What a head computes before its L2 normalisation."""
+    if spec.arch == "mlp2":
+        return nn.Sequential(
+            nn.Linear(spec.in_dim, spec.hidden_dim),
+            nn.BatchNorm1d(spec.hidden_dim),
+            nn.ReLU(inplace=True),
+            nn.Linear(spec.hidden_dim, spec.out_dim),
+            nn.BatchNorm1d(spec.out_dim),
+        )
+    if spec.arch == "mlp1":
+        return nn.Sequential(nn.Linear(spec.in_dim, spec.out_dim), nn.BatchNorm1d(spec.out_dim), nn.ReLU(inplace=True))
+    if spec.arch == "linear":
+        return nn.Linear(spec.in_dim, spec.out_dim)
+    if spec.arch == "pivot" and spec.anchors is not None and spec.temperature is not None:
+        return PivotLookup(spec.anchors, spec.in_dim, spec.out_dim, spec.temperature)
+    raise SpacegraphValueError(
+        f"{spec!r} describes no head (edited without validation?); build specs with HeadSpec(...), arch one of "
+        f"{', '.join(get_args(HeadArch))}"
+    )
 
 
 class Bridge(nn.Module, HubMixin):

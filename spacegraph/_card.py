@@ -16,7 +16,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from typing_extensions import Self
 
 from ._arguments import checked_arguments
@@ -27,7 +37,7 @@ if TYPE_CHECKING:
     from ._space import SpaceSpec
 
 FORMAT_VERSION = 1
-HeadArch = Literal["mlp2", "mlp1"]
+HeadArch = Literal["mlp2", "mlp1", "linear", "pivot"]
 BridgeKind = Literal["connect", "extend"]
 QUALITY_IN_UNIT_RANGE = ("score", "estimate", "estimate_low", "estimate_high", "held_out_R@1")
 NAME_ACCEPTED = "a non-empty name without control characters, neither absolute nor holding a '.' or '..' component"
@@ -59,9 +69,15 @@ Frozen = Annotated[dict[str, V], AfterValidator(_frozen)]
 MAX_DIM = 1 << 20  # a head's widths: far above any embedding, far below a size that cannot be allocated
 
 
+PIVOT_FIELDS = ("anchors", "temperature")  # what a pivot head needs and every other head refuses
+
+
 class HeadSpec(BaseModel):
-    """A projector head. ``mlp2`` is the released audio-visual C-MCR head (Linear-BN-ReLU-Linear-BN),
-    ``mlp1`` the released 3D head (Linear-BN-ReLU); both end in L2 normalisation."""
+    """A projector head; every one ends in L2 normalisation. ``mlp2`` is the released audio-visual C-MCR head
+    (Linear-BN-ReLU-Linear-BN), ``mlp1`` the released 3D head (Linear-BN-ReLU), ``linear`` one affine map, and
+    ``pivot`` a training-free lookup: the softmax (at ``temperature``) of an input's cosines to ``anchors`` key rows
+    weighs their value rows. ``hidden_dim`` is read by ``mlp2`` only; ``anchors`` and ``temperature`` are given for
+    ``pivot`` only, and left out of the JSON otherwise, so cards of the other heads read as they always did."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -69,6 +85,24 @@ class HeadSpec(BaseModel):
     in_dim: int = Field(gt=0, le=MAX_DIM)
     hidden_dim: int = Field(default=1024, gt=0, le=MAX_DIM)
     out_dim: int = Field(gt=0, le=MAX_DIM)
+    anchors: int | None = Field(None, gt=0, le=MAX_DIM, description="pivot: the key/value rows it looks up.")
+    temperature: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="pivot: the temperature of the softmax over the anchors."
+    )
+
+    @model_validator(mode="after")
+    def _pivot_fields_for_pivot_only(self) -> Self:
+        given = [name for name in PIVOT_FIELDS if getattr(self, name) is not None]
+        if self.arch == "pivot" and len(given) < len(PIVOT_FIELDS):
+            missing = [name for name in PIVOT_FIELDS if name not in given]
+            raise SpacegraphValueError(f"a pivot head needs {' and '.join(PIVOT_FIELDS)}; missing: {missing}")
+        if self.arch != "pivot" and given:
+            raise SpacegraphValueError(f"{given} are settings of pivot heads only; this head is {self.arch!r}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_pivot_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {key: value for key, value in handler(self).items() if key not in PIVOT_FIELDS or value is not None}
 
 
 class SpaceRef(BaseModel):

@@ -10,31 +10,40 @@ of measured qualities.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
 import warnings
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
 import networkx as nx
 import torch
 
+from . import _graph_artifact
 from ._arguments import checked_arguments
 from ._bridge import Bridge, BridgeCard, BridgeFeatures
 from ._checks import check_count
+from ._ensemble import RouteEnsemble
 from ._errors import NoRouteError, SpacegraphTypeError, SpacegraphValueError, UnknownNameError
 from ._features import FeatureStore
+from ._hub import HubDownload
 from ._joint import JointSpace
+from ._method import choose_by_quality
 from ._modality import Modality, as_modality
 from ._planner import Adjacency, End, Plan, leg_along, parse_end, plan_routes
 from ._probe import Probe, measure
 from ._probe import calibrate as calibrate_bridges
+from ._quality import EstimateData
 from ._registry import get_bridge_method
-from ._route import Leg, Route
+from ._route import ROLES, Leg, Route
+from ._route_quality import chain_estimate_data, route_chain, route_key, score_route
 from ._space import Space, SpaceSpec
 
 logger = logging.getLogger(__name__)
+AUTO_ENSEMBLE_SIZES = (2, 3)  # the ensembles connect(ensemble="auto") weighs against the best route
 
 
 class SpaceGraph:
@@ -57,6 +66,9 @@ class SpaceGraph:
         self._data: dict[Modality, tuple[str, Any]] = {}
         self.store = store if isinstance(store, FeatureStore) or store is None else FeatureStore(store)
         self._adjacency_cache: tuple[int, list[BridgeCard], Adjacency] | None = None
+        # route key (see spacegraph._route_quality.route_key) -> its route-level estimate; JSON-serialisable
+        self._route_estimates: dict[str, dict[str, float]] = {}
+        self._chain_data: dict[str, EstimateData] = {}  # a chain's memories and labels, shared by its routes
         for space in spaces:
             self.add_space(space)
         for bridge in bridges:
@@ -94,8 +106,11 @@ class SpaceGraph:
         return bridge
 
     def add_data(self, modality: str | Modality, name: str, inputs: Any) -> None:
-        """Register unpaired data of one modality (an overlap corpus or a memory) for :meth:`train_missing`."""
+        """Register unpaired data of one modality (an overlap corpus or a memory) for :meth:`train_missing` and
+        for the route estimates (:meth:`estimate`), which are measured again on the new data."""
         self._data[as_modality(modality)] = (name, inputs)
+        self._route_estimates.clear()
+        self._chain_data.clear()
 
     def train_bridge(
         self,
@@ -245,7 +260,70 @@ class SpaceGraph:
         room left; if not, the ``max_routes`` best are kept."""
         check_count("max_routes", max_routes)
         a_end, b_end = self._end(a, source, "source"), self._end(b, target, "target")
-        return plan_routes(self._graph, self._adjacency(), a_end, b_end, max_routes)
+        plan = plan_routes(self._graph, self._adjacency(), a_end, b_end, max_routes)
+        for route in plan.routes:
+            route.estimate = self._route_estimate(route, required=False)
+        if any(route.estimate is not None for route in plan.routes):
+            plan.routes.sort(key=lambda route: -route.expected_quality)  # stable: ties keep the planner's order
+        return plan
+
+    @checked_arguments
+    def estimate(self, route: Route) -> dict[str, float]:
+        """The label-free estimate of ``route`` as a whole (see :mod:`spacegraph._route_quality`): memories of both
+        ends (the data registered with :meth:`add_data` for their modalities) taken through the whole route, scored
+        against pseudo labels read from the registered data of each overlap it crosses. Cached per route (its legs'
+        spaces and bridge weights); :meth:`plan` ranks by it and ``plan().explain()`` shows it. Keys as
+        :meth:`EstimateData.score`, plus ``hops``."""
+        found = self._route_estimate(route, required=True)
+        assert found is not None, "required=True raises instead"
+        return found
+
+    def _route_estimate(self, route: Route, *, required: bool) -> dict[str, float] | None:
+        """The cached or measured estimate of ``route``; None (or, if ``required``, an error saying why) where it
+        cannot be measured, or where a probe calibrated one of its bridges (labels outrank the estimate)."""
+        calibrated = any(bridge.card.calibration is not None for bridge in route.bridges)
+        key = route_key(route)
+        if not calibrated and key in self._route_estimates:
+            return self._route_estimates[key]
+        problem = "a probe calibrated one of its bridges; its quality is the probe's" if calibrated else None
+        problem = problem or self._unmeasurable(route)
+        if problem is not None:
+            if required:
+                raise SpacegraphValueError(f"cannot estimate {route!r}: {problem}")
+            return None
+        chain = route_chain(route, self.space)
+        assert chain is not None, "_unmeasurable refuses a route inside one space"
+        names = [self._data[modality][0] for modality in chain.modalities]
+        data = self._chain_data.get(chain.key(names))
+        if data is None:
+            data = self._chain_data[chain.key(names)] = chain_estimate_data(chain, self._registered_encoder())
+        self._route_estimates[key] = score_route(route, data)
+        return self._route_estimates[key]
+
+    def _unmeasurable(self, route: Route) -> str | None:
+        if isinstance(route, RouteEnsemble) and any(len(route.entry_spaces(role)) > 1 for role in ROLES):
+            return "its members encode an end with different spaces, whose memories differ"
+        chain = route_chain(route, self.space)
+        if chain is None:
+            return "it stays inside one space"
+        missing = sorted({m.value for m in chain.modalities if m not in self._data})
+        if missing:
+            return f"register data of {', '.join(map(repr, missing))} with graph.add_data (its ends and overlaps)"
+        if self.store is None:
+            return "the graph needs a feature cache: SpaceGraph(..., store=FeatureStore(folder))"
+        return None
+
+    def _registered_encoder(self) -> Callable[[Space, Modality], torch.Tensor]:
+        """Embeddings of the registered data of a modality by a space, through the store, each read once."""
+        store = self.store
+        assert store is not None, "_unmeasurable checks the store first"
+
+        @functools.cache
+        def encode(space: Space, modality: Modality) -> torch.Tensor:
+            name, inputs = self._data[modality]
+            return store.encode(space, modality, name, inputs)
+
+        return encode
 
     def routes(
         self, a: str | Modality, b: str | Modality, *, source: str | None = None, target: str | None = None
@@ -261,12 +339,17 @@ class SpaceGraph:
         source: str | None = None,
         target: str | None = None,
         train_missing: bool = False,
+        ensemble: int | Literal["auto"] = 1,
         **train: Any,
     ) -> Route:
         """The best route embedding modalities ``a`` and ``b`` into one space. ``source`` / ``target`` (or
         ``"space:modality"``, e.g. ``connect("minilm:text", "image")``) pin the space that encodes ``a`` / ``b``.
         With ``train_missing=True``, a missing bridge is trained first from data registered with :meth:`add_data`
-        (see :meth:`train_missing`)."""
+        (see :meth:`train_missing`). ``ensemble=k`` combines the ``k`` best routes into one
+        :class:`RouteEnsemble` (weighted by their expected qualities; fewer where fewer exist); ``"auto"`` combines
+        the best two or three only where the ensemble's own route estimate beats the best route's."""
+        if ensemble != "auto":
+            check_count("ensemble", ensemble)
         plan = self.plan(a, b, source=source, target=target)
         if not plan.routes and train_missing:
             self.train_missing(a, b, source=source, target=target, **train)
@@ -278,7 +361,27 @@ class SpaceGraph:
                 f"Connected parts of the graph: {self._components()}. Train or add a bridge between them "
                 "(or register data with add_data and pass train_missing=True)."
             )
-        return plan.chosen
+        if ensemble == "auto":
+            return self._auto_ensemble(plan.routes)
+        return plan.chosen if ensemble == 1 or len(plan.routes) == 1 else self.ensemble(plan.routes[:ensemble])
+
+    @checked_arguments
+    def ensemble(self, routes: Sequence[Route], weights: Sequence[float] | None = None) -> RouteEnsemble:
+        """``routes`` combined into one :class:`RouteEnsemble` (``weights``: by their expected qualities if None),
+        with its own route estimate where one can be measured (see :meth:`estimate`)."""
+        combined = RouteEnsemble(routes, weights)
+        combined.estimate = self._route_estimate(combined, required=False)
+        return combined
+
+    def _auto_ensemble(self, ranked: list[Route]) -> Route:
+        """The best route, or the ensemble of the best two or three where its route estimate is higher: only
+        measured estimates decide (without them the best route is kept)."""
+        best = ranked[0]
+        if best.estimate is None:
+            return best
+        tried = [self.ensemble(ranked[:size]) for size in AUTO_ENSEMBLE_SIZES if size <= len(ranked)]
+        measured = [combined for combined in tried if combined.estimate is not None]
+        return max([best, *measured], key=lambda route: route.expected_quality)
 
     def train_missing(
         self,
@@ -294,17 +397,64 @@ class SpaceGraph:
         """Train the one bridge that joins what ``a`` reaches with what ``b`` reaches (from the pinned spaces only,
         where pinned as in :meth:`connect`), through a modality both sides have and whose data was registered, with
         bridge method ``method`` and its ``config`` as given (``cmcr`` trains a connect bridge by default). The
-        features of a registered modality other than the overlap are passed as memories where a side has one."""
+        features of a registered modality other than the overlap are passed as memories where a side has one.
+
+        ``method="auto"`` trains every method of :attr:`AUTO_METHODS` on those features and adds only the one with
+        the highest label-free estimate; its ``card.training["auto"]`` records each candidate's value, the choice
+        and why. Its ``config`` is None or a dict of configs keyed by candidate, e.g. ``{"cmcr": {"steps": 300}}``."""
         if self.store is None:
             raise SpacegraphValueError(
                 "train_missing needs a feature cache: SpaceGraph(..., store=FeatureStore(folder))"
             )
+        auto_configs = self._auto_configs(config) if method == "auto" else None  # checked before anything is encoded
         x, y, overlap = self._missing_link(self._end(a, source, "source"), self._end(b, target, "target"))
         features = self._link_features(x, y, overlap)
         logger.info("training the missing bridge %s <-%s-> %s with %s", x, overlap.value, y, method)
+        if auto_configs is not None:
+            return self._train_best(x, y, overlap, features, auto_configs, show_progress_bar)
         return self.train_bridge(
             x, y, overlap=overlap, features=features, method=method, config=config, show_progress_bar=show_progress_bar
         )
+
+    # The candidates of train_missing(method="auto"), cheapest first: a config error in one stops it early, and a
+    # tie goes to the cheaper method.
+    AUTO_METHODS = ("procrustes", "text-pivot", "cmcr")
+
+    @classmethod
+    def _auto_configs(cls, config: Any) -> dict[str, Any]:
+        """``config`` of ``method="auto"``: None, or a dict whose keys are candidate methods."""
+        accepted = f"None or a dict keyed by candidate method ({', '.join(cls.AUTO_METHODS)}), e.g. {{'cmcr': {{}}}}"
+        if config is None:
+            return {}
+        if not isinstance(config, dict):
+            raise SpacegraphTypeError(f"method='auto' takes config={accepted}; got {type(config).__name__}")
+        unknown = [key for key in config if key not in cls.AUTO_METHODS]
+        if unknown:
+            raise SpacegraphValueError(f"method='auto': config keys {unknown} are not candidates; config is {accepted}")
+        return config
+
+    def _train_best(
+        self,
+        x: str,
+        y: str,
+        overlap: Modality,
+        features: BridgeFeatures,
+        configs: dict[str, Any],
+        show_progress_bar: bool,
+    ) -> Bridge:
+        """Train every candidate on ``features`` (none added to the graph) and add the best (see
+        :func:`choose_by_quality`), its card's training recording the choice under ``"auto"``."""
+        x_spec, y_spec = self.node_spec(x), self.node_spec(y)
+        bridges = {
+            method: get_bridge_method(method)().train(
+                x_spec, y_spec, overlap, features, configs.get(method), show_progress_bar=show_progress_bar
+            )
+            for method in self.AUTO_METHODS
+        }
+        choice = choose_by_quality({method: bridge.card for method, bridge in bridges.items()})
+        bridge = bridges[choice["chosen"]]
+        bridge.card = bridge.card.model_copy(update={"training": {**bridge.card.training, "auto": choice}})
+        return self.add_bridge(bridge)
 
     def _missing_link(self, a: End, b: End) -> tuple[str, str, Modality]:
         (_, paths_a), (_, paths_b) = self._reach(a.entries), self._reach(b.entries)
@@ -345,6 +495,66 @@ class SpaceGraph:
             mods = sorted({m.value for n in nodes for m in self._graph.nodes[n]["modalities"]})
             parts.append(f"[{', '.join(sorted(nodes))}] with {{{', '.join(mods)}}}")
         return "; ".join(parts)
+
+    # -- saving ---------------------------------------------------------------------------------------------
+    @checked_arguments
+    def save_pretrained(
+        self,
+        folder: str | os.PathLike,
+        *,
+        overwrite: bool = False,
+        spaces: _graph_artifact.SpaceOverrides | None = None,
+    ) -> Path:
+        """Write the graph into ``folder`` atomically: ``graph.json`` (each space by reference: the plugin and
+        arguments :func:`~spacegraph.load_space` built it from, see :func:`~spacegraph.space_reference`, and its
+        fingerprint; the bridges' folders; the route estimates), each bridge's own save under ``bridges/``, a
+        ``README.md`` model card and ``graph.png`` (with matplotlib). ``spaces`` names, by space, the
+        ``(plugin, kwargs)`` that rebuild one ``load_space`` did not build. An existing ``folder`` is replaced only
+        if it holds nothing but what a spacegraph save wrote there, unchanged, or if ``overwrite``."""
+        return _graph_artifact.save_graph(self, folder, overwrite=overwrite, spaces=spaces)
+
+    @classmethod
+    @checked_arguments
+    def from_pretrained(
+        cls,
+        folder_or_repo_id: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        token: str | bool | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
+    ) -> SpaceGraph:
+        """Load a graph saved by :meth:`save_pretrained` from a local folder or a Hub repo (``org/name``, options as
+        in ``hf_hub_download``): each space rebuilt with :func:`~spacegraph.load_space` and refused
+        (:class:`FingerprintMismatchError`) if its fingerprint differs, each bridge loaded and checked."""
+        download = HubDownload(revision, cache_dir, token, force_download, local_files_only)
+        return _graph_artifact.load_graph(cls, folder_or_repo_id, download)
+
+    @checked_arguments
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | None = None,
+        private: bool | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        create_pr: bool = False,
+        spaces: _graph_artifact.SpaceOverrides | None = None,
+    ) -> Any:
+        """Upload :meth:`save_pretrained`'s folder to the Hub model repo ``repo_id`` (created if missing; options as
+        in ``HfApi.upload_folder``); returns its commit info."""
+        return _graph_artifact.push_graph(
+            self,
+            repo_id,
+            spaces=spaces,
+            token=token,
+            private=private,
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
+        )
 
     def __repr__(self) -> str:
         return f"SpaceGraph(spaces={[s.name for s in self.spaces]}, bridges={[b.name for b in self.bridges]})"

@@ -131,7 +131,9 @@ def push_folder(
             revision=revision,
             commit_message=commit_message or f"Upload {Path(folder).name} with spacegraph",
             create_pr=create_pr,
-            ignore_patterns=[OWNERSHIP],  # the save's local record of what it wrote; a downloaded copy is not a save
+            # the local records of what a save wrote, its own and those of saves inside it (a graph's bridges): a
+            # downloaded copy is not a save
+            ignore_patterns=[OWNERSHIP, f"*/{OWNERSHIP}"],
         )
     except OSError as err:  # offline, unreachable, refused (huggingface_hub's HTTP errors are OSErrors)
         raise SpacegraphValueError(

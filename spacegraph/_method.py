@@ -183,3 +183,28 @@ def _unit_rows(embeddings: torch.Tensor) -> torch.Tensor:
 def progress_range(total: int, label: str, *, show_progress_bar: bool = True) -> Any:
     """``range(total)`` under a progress bar named ``label``, shown when asked and on the first rank only."""
     return trange(total, desc=label, disable=not show_progress_bar or rank_and_world_size()[0] > 0)
+
+
+def choose_by_quality(cards: dict[str, BridgeCard]) -> dict[str, Any]:
+    """Each candidate's value of the first measure every card has (the label-free estimate, which needs memories
+    on both sides; else held-out overlap matching; else the card's score), the best (the earlier on a tie) and
+    why."""
+    measure = next((key for key in MEASURES if all(key in card.quality for card in cards.values())), "score")
+    values = {method: float(card.quality.get(measure, card.score)) for method, card in cards.items()}
+    return pick_highest(values, measure)
+
+
+MEASURES = {
+    "estimate": "label-free estimate",
+    "held_out_R@1": "held-out overlap matching (held_out_R@1; no memories for a label-free estimate)",
+}
+
+
+def pick_highest(values: dict[str, float], measure: str = "estimate") -> dict[str, Any]:
+    """The candidate of the highest value (the earlier on a tie) of ``measure``, and why, as ``method="auto"``
+    records it: ``{"candidates", "chosen", "measure", "why"}``."""
+    chosen = max(values, key=values.__getitem__)
+    others = ", ".join(f"{method} {value:.3f}" for method, value in values.items() if method != chosen)
+    label = MEASURES.get(measure, "card score (no candidate was measured)")
+    why = f"highest {label}: {values[chosen]:.3f}, ahead of {others}"
+    return {"candidates": values, "chosen": chosen, "measure": measure, "why": why}

@@ -53,6 +53,8 @@ class Plan:
                 "rank": rank,
                 "expected_quality": route.expected_quality,
                 "interval": route.quality_interval,
+                "route_estimate": None if route.estimate is None else route.estimate["estimate"],
+                "bridge_product": route.bridge_product,
                 "source_space": route.source.space.name,
                 "target_space": route.target.space.name,
                 "meets_in": route.common_space,
@@ -63,20 +65,23 @@ class Plan:
         ]
 
     def explain(self) -> str:
-        """The candidates as a table, each bridge with its quality and where that number comes from, and why the
-        first was chosen. A route's expected quality is the product of its distinct bridges' qualities; the range
-        beside it the product of their intervals (label-free estimates carry a 90% bootstrap interval)."""
+        """The candidates as a table, best first, and why the first was chosen. A route's expected quality is its
+        route-level estimate where the graph measured one (memories of both ends through the whole route; see
+        :meth:`SpaceGraph.estimate`), else the product of its distinct bridges' qualities; the range beside it is
+        that number's 90% bootstrap interval (or the product of the bridges' intervals). Each bridge's own quality,
+        and where it comes from, is listed under its route, with the product of them for comparison."""
         title = f"{self.source.value} -> {self.target.value}: {len(self.routes)} candidate route(s), best first"
         encode_a, encode_b = (f"encode {modality.value} with" for modality in (self.source, self.target))
         lines = [
-            f"{title}; expected = product of the qualities of the bridges used",
-            f"{'#':>2}  {'expected':>8}  {'range':13}  {encode_a:24} {encode_b:24} {'hops':>4}  meets in",
+            f"{title}; expected = the route's own estimate (route), else the product of its bridges' (product)",
+            f"{'#':>2}  {'expected':>8}  {'range':13}  {'product':>7}  {encode_a:24} {encode_b:24} {'hops':>4}  meets in",
         ]
         for row in self.rows():
             low, high = row["interval"]
+            source = "route" if row["route_estimate"] is not None else "product"
             lines.append(
-                f"{row['rank']:>2}  {row['expected_quality']:8.3f}  [{low:.3f}, {high:.3f}]  {row['source_space']:24} "
-                f"{row['target_space']:24} {row['hops']:>4}  {row['meets_in']}"
+                f"{row['rank']:>2}  {row['expected_quality']:8.3f}  [{low:.3f}, {high:.3f}]  {row['bridge_product']:7.3f}"
+                f"  {row['source_space']:24} {row['target_space']:24} {row['hops']:>4}  {row['meets_in']} ({source})"
             )
             lines += [f"{'':14}bridge {n!r} ({kind}): {q:.3f}, {src}" for n, kind, q, src in row["bridges"]]
         return "\n".join([*lines, self._verdict()])

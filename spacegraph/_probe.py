@@ -95,7 +95,7 @@ def calibrate(route: Route, probe: Probe, measured: float) -> None:
     bridges = route.bridges
     if not bridges:
         raise SpacegraphValueError(f"{route!r} stays inside one space: it has no bridge to calibrate")
-    expected = route.expected_quality
+    expected = route.bridge_product
     ratio = (measured / expected) ** (1 / len(bridges)) if expected > 0 else 0.0
     for bridge in bridges:
         value = measured if len(bridges) == 1 else min(1.0, bridge.card.score * ratio)

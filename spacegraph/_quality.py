@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -158,6 +158,18 @@ def _best_clustering(
     return max(scored, key=lambda pair: pair[0])
 
 
+@runtime_checkable
+class LevelLabels(Protocol):
+    """Pseudo classes of two memories at several granularities: ``levels[k]`` holds each memory's classes at ``k``
+    clusters, ``silhouettes[k]`` how well they separate, ``k`` the best-separated granularity."""
+
+    silhouettes: dict[int, float]
+    levels: dict[int, tuple[torch.Tensor, torch.Tensor]]
+
+    @property
+    def k(self) -> int: ...
+
+
 class PseudoLabels:
     """Meaning classes of two memories, read through the overlap items near them, at several granularities."""
 
@@ -282,7 +294,7 @@ def _combine(
 
 
 def _precisions(
-    za: torch.Tensor, zc: torch.Tensor, labels: PseudoLabels, balance: str = "queries"
+    za: torch.Tensor, zc: torch.Tensor, labels: LevelLabels, balance: str = "queries"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every granularity's per-query average precisions ``[levels, 2, n]``, the levels' silhouette weights, and
     the queries' weights ``[levels, 2, n]``."""
@@ -295,7 +307,7 @@ def _precisions(
 
 
 @checked_arguments
-def pseudo_map(za: torch.Tensor, zc: torch.Tensor, labels: PseudoLabels, balance: str = "queries") -> float:
+def pseudo_map(za: torch.Tensor, zc: torch.Tensor, labels: LevelLabels, balance: str = "queries") -> float:
     """The pseudo-label mAP of A -> C and C -> A retrieval, averaged over the granularities, each weighted by its
     silhouette (how well the overlap items separate into that many classes); 0 if nothing is answerable.
     ``balance``: "queries" (every query counts the same) or "classes" (every pseudo class does)."""
@@ -357,8 +369,31 @@ class EstimateData:
             rows = subsample(torch.arange(len(overlap_x)), max_overlap, torch.Generator().manual_seed(1))
             overlap_x, overlap_y = overlap_x[rows], overlap_y[rows]
         self.overlap_rows = len(overlap_x)
-        self.labels = PseudoLabels(overlap_x, overlap_y, self.mx, self.my, by_cluster=settings.labels == "clusters")
+        self.labels: LevelLabels = PseudoLabels(
+            overlap_x, overlap_y, self.mx, self.my, by_cluster=settings.labels == "clusters"
+        )
         self.settings = settings
+
+    @classmethod
+    def of_labels(
+        cls,
+        memory_x: torch.Tensor,
+        memory_y: torch.Tensor,
+        labels: LevelLabels,
+        *,
+        overlap_rows: int,
+        settings: EstimateSettings = DEFAULT_ESTIMATE,
+    ) -> EstimateData:
+        """The memories as given, with labels read elsewhere (e.g. along a route's chain)."""
+        data = cls.__new__(cls)
+        data.mx, data.my, data.labels, data.overlap_rows, data.settings = (
+            memory_x,
+            memory_y,
+            labels,
+            overlap_rows,
+            settings,
+        )
+        return data
 
     def rescored(self, settings: EstimateSettings) -> EstimateData:
         """The same items and labels, scored with other ``settings`` of the same ``labels``."""

@@ -110,7 +110,8 @@ def list_bridge_methods(pattern: str = "*") -> list[str]:
 @checked_arguments
 def load_space(name: str, /, *args: Any, **kwargs: Any) -> Any:
     """Build the registered space ``name``; other arguments go to its factory, checked against its signature
-    first (a space that needs arguments, such as ``precomputed``, says which)."""
+    first (a space that needs arguments, such as ``precomputed``, says which). The space records how it was built
+    (read it with :func:`spacegraph.space_reference`), so a graph holding it saves it by reference."""
     factory = SPACES.get(name)
     try:
         inspect.signature(factory).bind(*args, **kwargs)
@@ -121,7 +122,11 @@ def load_space(name: str, /, *args: Any, **kwargs: Any) -> Any:
         ) from err
     except ValueError:  # a factory without a signature (a builtin): let it check its own arguments
         pass
-    return factory(*args, **kwargs)
+    space = factory(*args, **kwargs)
+    from ._graph_artifact import record_reference  # imported here: that module imports this one
+
+    record_reference(space, name, args, kwargs)
+    return space
 
 
 @checked_arguments

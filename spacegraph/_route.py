@@ -63,6 +63,8 @@ class Route:
     def __init__(self, source: Leg, target: Leg) -> None:
         self.source, self.target = source, target
         self.search_index: SearchIndex | None = None  # set by index / load_index, read by search
+        # The route-level label-free estimate (keys as EstimateData.score), set by SpaceGraph.plan where measured.
+        self.estimate: dict[str, float] | None = None
 
     @property
     def common_space(self) -> str:
@@ -83,14 +85,23 @@ class Route:
         return sum(bridge.card.cost for bridge in self.bridges)
 
     @property
-    def expected_quality(self) -> float:
+    def bridge_product(self) -> float:
         """Product of the qualities of the bridges used (1.0 for a route inside one space)."""
         return math.exp(-self.cost)
 
     @property
+    def expected_quality(self) -> float:
+        """The route's label-free estimate where the graph measured it (:attr:`estimate`), else the product of its
+        bridges' qualities (:attr:`bridge_product`)."""
+        return self.bridge_product if self.estimate is None else self.estimate["estimate"]
+
+    @property
     def quality_interval(self) -> tuple[float, float]:
-        """The range :attr:`expected_quality` may lie in: the product of each bridge's interval (its
-        :attr:`BridgeCard.score_interval`, or its score alone where the score carries none)."""
+        """The range :attr:`expected_quality` may lie in: the route estimate's 90% bootstrap interval, else the
+        product of each bridge's interval (its :attr:`BridgeCard.score_interval`, or its score alone where the
+        score carries none)."""
+        if self.estimate is not None:
+            return self.estimate["estimate_low"], self.estimate["estimate_high"]
         low = high = 1.0
         for bridge in self.bridges:
             bridge_low, bridge_high = bridge.card.score_interval or (bridge.card.score, bridge.card.score)
@@ -99,8 +110,8 @@ class Route:
 
     @property
     def uncertain(self) -> bool:
-        """Whether a bridge of this route is scored by the label-free estimate alone (no labelled probe)."""
-        return any(bridge.card.score_interval is not None for bridge in self.bridges)
+        """Whether the route's quality rests on label-free estimates alone (no labelled probe)."""
+        return self.estimate is not None or any(bridge.card.score_interval is not None for bridge in self.bridges)
 
     def describe(self) -> str:
         bridges = ", ".join(
@@ -109,7 +120,8 @@ class Route:
         a, b = (f"{leg.modality.value} (encoded by {leg.space.name!r})" for leg in (self.source, self.target))
         return (
             f"{a} and {b} meet in {self.common_space!r} after {self.hops} head(s); "
-            f"bridges: {bridges or 'none'}; expected quality {self.expected_quality:.3f}"
+            f"bridges: {bridges or 'none'}; expected quality {self.expected_quality:.3f} "
+            f"({'route estimate' if self.estimate is not None else 'product of its bridges'})"
         )
 
     @checked_arguments
@@ -129,7 +141,7 @@ class Route:
         ends = ", ".join(f"{r} {self._leg_of(r).space.name}:{self._leg_of(r).modality.value}" for r in ROLES)
         if not roles:
             raise SpacegraphValueError(f"this route's ends are {ends}; none is {end!r}")
-        if len(roles) == 2 and leg_identity(self.source) != leg_identity(self.target):
+        if len(roles) == 2 and self.end_identity("source") != self.end_identity("target"):
             raise SpacegraphValueError(
                 f"both ends of this route embed {wanted.value!r} ({ends}): name one as 'source' or 'target'"
                 + ("" if named else " or as 'space:modality'")
@@ -138,6 +150,11 @@ class Route:
 
     def _leg_of(self, role: str) -> Leg:
         return self.source if role == "source" else self.target
+
+    @checked_arguments
+    def end_identity(self, end: str | Modality) -> dict[str, Any]:
+        """What fixes the embeddings of ``end`` (named as in :meth:`leg`; see :func:`leg_identity`)."""
+        return leg_identity(self.leg(end))
 
     @checked_arguments
     def encode(self, end: str | Modality, inputs: Any, **encode_kwargs: Any) -> torch.Tensor:
@@ -209,7 +226,7 @@ class Route:
             raise SpacegraphValueError("this index was built without a route (SearchIndex.build); search it directly")
         recorded = index.identity["indexed"]
         indexed = _without_end(index.identity)["indexed"]
-        matching = [role for role in ROLES if leg_identity(self._leg_of(role)) == indexed]
+        matching = [role for role in ROLES if self.end_identity(role) == indexed]
         if matching:
             return recorded["end"] if recorded.get("end") in matching else matching[0]
         try:
@@ -279,6 +296,6 @@ def route_identity(route: Route, role: str) -> dict[str, Any]:
     is), the other."""
     return {
         "common_space": route.common_space,
-        "indexed": {**leg_identity(route.leg(role)), "end": role},
-        "others": [leg_identity(route.leg(other_end(role)))],
+        "indexed": {**route.end_identity(role), "end": role},
+        "others": [route.end_identity(other_end(role))],
     }
