@@ -2,8 +2,8 @@
 
 ``cmcr``, ``procrustes`` and ``text-pivot`` are trained on the same features of each dataset, for each seed, and
 scored against the true cross-modal mAP (class labels, both directions). ``auto_pick`` is what
-``train_missing(method="auto")`` keeps (the highest label-free estimate, :func:`pick_highest`), from the
-estimates' means over seeds; ``truly_best`` the highest mean true mAP. On multihop each method trains both hops
+``train_missing(method="auto")`` keeps (:func:`pick_method`: cmcr unless another's label-free estimate lies above
+cmcr's interval), from the estimates' and intervals' means over seeds (``per_seed_picks``: each seed's own); ``truly_best`` the highest mean true mAP. On multihop each method trains both hops
 of the route audio -> 8x8 digits (cmcr its connect chain, the training-free methods an extend meeting in the
 image-text space), and the pick is by the route-level estimate (:meth:`SpaceGraph.estimate`).
 """
@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from spacegraph import BridgeFeatures, FeatureStore, SpaceGraph, get_bridge_method, load_space
-from spacegraph._method import pick_highest
+from spacegraph._method import pick_method
 
 from . import digits, modelnet10, multihop, quality_zoo
 from .quality import _route_truth, register_multihop_data
@@ -49,7 +49,9 @@ def _bridge_rows(name: str, data_dir: Path, out: Path, seeds, progress: bool) ->
             )
             head_y = bridge.head(y_spec.name) if bridge.card.kind == "connect" else quality_zoo.Identity()
             truth = case.true_quality(bridge.head(x_spec.name), head_y)
-            rows[method].append({"seed": seed, "estimate": bridge.card.quality["estimate"], "mAP": truth})
+            quality = bridge.card.quality
+            interval = [quality["estimate_low"], quality["estimate_high"]]
+            rows[method].append({"seed": seed, "estimate": quality["estimate"], "interval": interval, "mAP": truth})
     return rows
 
 
@@ -86,7 +88,9 @@ def _multihop_rows(data_dir: Path, out: Path, seeds, progress: bool) -> dict[str
             register_multihop_data(graph, data, store)
             route = graph.connect("audio", "lowres_image")
             truth = _route_truth(route, f, data, sklearn_labels)
-            rows[method].append({"seed": seed, "estimate": graph.estimate(route)["estimate"], "mAP": truth})
+            estimate = graph.estimate(route)
+            interval = [estimate["estimate_low"], estimate["estimate_high"]]
+            rows[method].append({"seed": seed, "estimate": estimate["estimate"], "interval": interval, "mAP": truth})
     return rows
 
 
@@ -100,12 +104,23 @@ def _dataset_result(rows: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
         }
         for method, runs in rows.items()
     }
-    result["auto_pick"] = pick_highest({method: result[method]["estimate"] for method in rows})["chosen"]
+    intervals = {method: _mean_interval(runs) for method, runs in rows.items()}
+    values = {method: result[method]["estimate"] for method in rows}
+    result["auto_pick"] = pick_method(values, intervals=intervals)["chosen"]
     result["truly_best"] = max(rows, key=lambda method: result[method]["mAP"])
+    seeds = range(len(next(iter(rows.values()))))
     result["per_seed_picks"] = [
-        max(rows, key=lambda method: rows[method][i]["estimate"]) for i in range(len(next(iter(rows.values()))))
+        pick_method(
+            {method: runs[i]["estimate"] for method, runs in rows.items()},
+            intervals={method: tuple(runs[i]["interval"]) for method, runs in rows.items()},
+        )["chosen"]
+        for i in seeds
     ]
     return result
+
+
+def _mean_interval(runs: list[dict[str, Any]]) -> tuple[float, float]:
+    return mean(run["interval"][0] for run in runs), mean(run["interval"][1] for run in runs)
 
 
 def bench(data_dir: str | Path, out_dir: str | Path, *, progress: bool = True, seeds=SEEDS) -> dict[str, Any]:

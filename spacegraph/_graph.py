@@ -27,7 +27,7 @@ from ._arguments import checked_arguments
 from ._bridge import Bridge, BridgeCard, BridgeFeatures
 from ._checks import check_count
 from ._ensemble import RouteEnsemble
-from ._errors import NoRouteError, SpacegraphTypeError, SpacegraphValueError, UnknownNameError
+from ._errors import NoRouteError, SpacegraphError, SpacegraphTypeError, SpacegraphValueError, UnknownNameError
 from ._features import FeatureStore
 from ._hub import HubDownload
 from ._joint import JointSpace
@@ -291,14 +291,23 @@ class SpaceGraph:
             if required:
                 raise SpacegraphValueError(f"cannot estimate {route!r}: {problem}")
             return None
+        try:
+            self._route_estimates[key] = score_route(route, self._chain_estimate_data(route))
+        except SpacegraphError as err:  # e.g. registered data a space on the chain cannot encode
+            if required:
+                raise
+            warnings.warn(f"the route estimate of {route!r} was not measured: {err}", stacklevel=3)
+            return None
+        return self._route_estimates[key]
+
+    def _chain_estimate_data(self, route: Route) -> EstimateData:
+        """The memories and chain labels ``route`` is scored on, shared by the routes of its chain."""
         chain = route_chain(route, self.space)
         assert chain is not None, "_unmeasurable refuses a route inside one space"
-        names = [self._data[modality][0] for modality in chain.modalities]
-        data = self._chain_data.get(chain.key(names))
-        if data is None:
-            data = self._chain_data[chain.key(names)] = chain_estimate_data(chain, self._registered_encoder())
-        self._route_estimates[key] = score_route(route, data)
-        return self._route_estimates[key]
+        key = chain.key([self._data[modality][0] for modality in chain.modalities])
+        if key not in self._chain_data:
+            self._chain_data[key] = chain_estimate_data(chain, self._registered_encoder())
+        return self._chain_data[key]
 
     def _unmeasurable(self, route: Route) -> str | None:
         if isinstance(route, RouteEnsemble) and any(len(route.entry_spaces(role)) > 1 for role in ROLES):
@@ -399,9 +408,9 @@ class SpaceGraph:
         bridge method ``method`` and its ``config`` as given (``cmcr`` trains a connect bridge by default). The
         features of a registered modality other than the overlap are passed as memories where a side has one.
 
-        ``method="auto"`` trains every method of :attr:`AUTO_METHODS` on those features and adds only the one with
-        the highest label-free estimate; its ``card.training["auto"]`` records each candidate's value, the choice
-        and why. Its ``config`` is None or a dict of configs keyed by candidate, e.g. ``{"cmcr": {"steps": 300}}``."""
+        ``method="auto"`` trains every method of :attr:`AUTO_METHODS` on those features and adds one
+        (:func:`choose_by_quality`: cmcr, unless another's label-free estimate lies above cmcr's interval); its
+        ``card.training["auto"]`` records each candidate's value, the choice and why. Its ``config`` is None or a dict of configs keyed by candidate, e.g. ``{"cmcr": {"steps": 300}}``."""
         if self.store is None:
             raise SpacegraphValueError(
                 "train_missing needs a feature cache: SpaceGraph(..., store=FeatureStore(folder))"
@@ -416,8 +425,7 @@ class SpaceGraph:
             x, y, overlap=overlap, features=features, method=method, config=config, show_progress_bar=show_progress_bar
         )
 
-    # The candidates of train_missing(method="auto"), cheapest first: a config error in one stops it early, and a
-    # tie goes to the cheaper method.
+    # The candidates of train_missing(method="auto"), cheapest first: a config error in one stops it early.
     AUTO_METHODS = ("procrustes", "text-pivot", "cmcr")
 
     @classmethod

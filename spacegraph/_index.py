@@ -104,6 +104,8 @@ def _check_ids(ids: Any, count: int) -> Ids:
         return None
     if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray, torch.Tensor)):
         raise SpacegraphTypeError(f"ids must be a sequence of ints or of strings, got {type(ids).__name__}")
+    if isinstance(ids, (np.ndarray, torch.Tensor)) and ids.ndim != 1:
+        raise SpacegraphValueError(f"ids must be one-dimensional, one id per row; got shape {tuple(ids.shape)}")
     values = ids.tolist() if isinstance(ids, (np.ndarray, torch.Tensor)) else list(ids)
     if len(values) != count:
         raise SpacegraphValueError(f"ids: got {len(values)} for {count} rows; give one id per row")

@@ -185,13 +185,19 @@ def progress_range(total: int, label: str, *, show_progress_bar: bool = True) ->
     return trange(total, desc=label, disable=not show_progress_bar or rank_and_world_size()[0] > 0)
 
 
-def choose_by_quality(cards: dict[str, BridgeCard]) -> dict[str, Any]:
-    """Each candidate's value of the first measure every card has (the label-free estimate, which needs memories
-    on both sides; else held-out overlap matching; else the card's score), the best (the earlier on a tie) and
-    why."""
+DEFAULT_METHOD = "cmcr"  # what method="auto" keeps unless another is clearly better
+
+
+def choose_by_quality(cards: dict[str, BridgeCard], *, default: str = DEFAULT_METHOD) -> dict[str, Any]:
+    """The method ``method="auto"`` keeps among trained candidates (see :func:`pick_method`), read from the first
+    measure every card has: the label-free estimate (which needs memories on both sides) with its interval, else
+    held-out overlap matching, else the card's score."""
     measure = next((key for key in MEASURES if all(key in card.quality for card in cards.values())), "score")
     values = {method: float(card.quality.get(measure, card.score)) for method, card in cards.items()}
-    return pick_highest(values, measure)
+    intervals = {method: card.score_interval for method, card in cards.items()} if measure == "estimate" else {}
+    return pick_method(
+        values, measure, intervals={m: i for m, i in intervals.items() if i is not None}, default=default
+    )
 
 
 MEASURES = {
@@ -200,11 +206,34 @@ MEASURES = {
 }
 
 
-def pick_highest(values: dict[str, float], measure: str = "estimate") -> dict[str, Any]:
-    """The candidate of the highest value (the earlier on a tie) of ``measure``, and why, as ``method="auto"``
-    records it: ``{"candidates", "chosen", "measure", "why"}``."""
-    chosen = max(values, key=values.__getitem__)
-    others = ", ".join(f"{method} {value:.3f}" for method, value in values.items() if method != chosen)
+def pick_method(
+    values: dict[str, float],
+    measure: str = "estimate",
+    *,
+    intervals: dict[str, tuple[float, float]] | None = None,
+    default: str = DEFAULT_METHOD,
+) -> dict[str, Any]:
+    """The candidate of the highest value of ``measure`` (the earlier on a tie), and why: ``{"candidates",
+    "chosen", "measure", "why"}``. Where ``default`` is a candidate with an interval, it is kept unless another's
+    value lies above that interval: the estimate cannot rank candidates whose values it cannot tell apart, and it
+    reads a text pivot's agreement with its own pseudo labels as quality (both read meaning through the overlap
+    items), so a close call stays with the trained default."""
     label = MEASURES.get(measure, "card score (no candidate was measured)")
-    why = f"highest {label}: {values[chosen]:.3f}, ahead of {others}"
+    interval = (intervals or {}).get(default) if default in values else None
+    above = values if interval is None else {m: v for m, v in values.items() if v > interval[1]}
+    if not above:
+        low, high = interval or (0.0, 0.0)
+        why = (
+            f"{default} kept ({label} {values[default]:.3f}, 90% interval [{low:.3f}, {high:.3f}]): no other "
+            f"candidate reads above that interval ({_others(values, default)})"
+        )
+        return {"candidates": values, "chosen": default, "measure": measure, "why": why}
+    chosen = max(above, key=above.__getitem__)
+    why = f"highest {label}: {values[chosen]:.3f}, ahead of {_others(values, chosen)}"
+    if interval is not None:
+        why += f"; above {default}'s 90% interval [{interval[0]:.3f}, {interval[1]:.3f}]"
     return {"candidates": values, "chosen": chosen, "measure": measure, "why": why}
+
+
+def _others(values: dict[str, float], chosen: str) -> str:
+    return ", ".join(f"{method} {value:.3f}" for method, value in values.items() if method != chosen)

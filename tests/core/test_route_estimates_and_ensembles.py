@@ -183,3 +183,13 @@ def test_ensembles_refuse_what_they_cannot_combine(two_routes):
         sg.RouteEnsemble([route, route], [1.0, float("nan")])
     with pytest.raises(sg.SpacegraphValueError, match="ensemble must be an integer"):
         two_routes.connect("audio", "lowres_image", ensemble=0)
+
+
+def test_a_route_estimate_that_fails_to_measure_leaves_planning_working(chain_graph):
+    train(chain_graph, "at", "ti", "text")
+    chain_graph.add_data("image", "not-images", ["not an image"] * 5)
+    with pytest.warns(UserWarning, match="route estimate of .* was not measured"):
+        route = chain_graph.connect("audio", "image")
+    assert route.estimate is None and route.expected_quality == route.bridge_product
+    with pytest.raises(sg.SpacegraphError):
+        chain_graph.estimate(route)

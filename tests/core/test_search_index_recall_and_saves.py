@@ -115,6 +115,11 @@ def test_bad_input_is_refused_clearly():
         (lambda: SearchIndex.build(random_unit(4, 8, 0), backend="annoy"), sg.SpacegraphValueError, "accepted: auto"),
         (lambda: SearchIndex.build(random_unit(4, 8, 0), backend="exact", M=8), sg.SpacegraphValueError, "none"),
         (lambda: SearchIndex.build(random_unit(4, 8, 0), ids=[1, 2, 3]), sg.SpacegraphValueError, "one id per row"),
+        (
+            lambda: SearchIndex.build(random_unit(4, 8, 0), ids=torch.tensor(1.0)),
+            sg.SpacegraphValueError,
+            "one-dimensional",
+        ),
         (lambda: SearchIndex.build(random_unit(4, 8, 0), ids=[1, 2, 2, 3]), sg.SpacegraphValueError, "distinct"),
         (lambda: SearchIndex.build(random_unit(4, 8, 0), ids=[1, "b", 2, 3]), sg.SpacegraphTypeError, "all ints"),
     ]

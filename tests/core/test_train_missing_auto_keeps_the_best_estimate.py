@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import spacegraph as sg
+from spacegraph._method import pick_method
 from tests.conftest import random_unit
 
 DIM = 8
@@ -110,3 +111,12 @@ def test_a_bad_config_of_one_candidate_names_that_candidate(tmp_path):
     with pytest.raises(sg.SpacegraphValueError, match=r"'text-pivot': invalid config \(anchor: Extra inputs"):
         graph.train_missing("audio", "image", method="auto", config={"text-pivot": {"anchor": 5}})
     assert graph.bridges == []
+
+
+def test_auto_keeps_cmcr_unless_another_method_reads_above_its_interval():
+    values = {"procrustes": 0.70, "text-pivot": 0.72, "cmcr": 0.69}
+    kept = pick_method(values, intervals={"cmcr": (0.64, 0.74)})
+    assert kept["chosen"] == "cmcr" and "no other candidate reads above" in kept["why"]
+    beaten = pick_method({**values, "text-pivot": 0.80}, intervals={"cmcr": (0.64, 0.74)})
+    assert beaten["chosen"] == "text-pivot" and "above cmcr's 90% interval" in beaten["why"]
+    assert pick_method(values)["chosen"] == "text-pivot"  # without cmcr's interval: the highest
