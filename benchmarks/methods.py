@@ -3,9 +3,10 @@
 ``cmcr``, ``procrustes`` and ``text-pivot`` are trained on the same features of each dataset, for each seed, and
 scored against the true cross-modal mAP (class labels, both directions). ``auto_pick`` is what
 ``train_missing(method="auto")`` keeps (:func:`pick_method`: cmcr unless another's label-free estimate lies above
-cmcr's interval), from the estimates' and intervals' means over seeds (``per_seed_picks``: each seed's own); ``truly_best`` the highest mean true mAP. On multihop each method trains both hops
-of the route audio -> 8x8 digits (cmcr its connect chain, the training-free methods an extend meeting in the
-image-text space), and the pick is by the route-level estimate (:meth:`SpaceGraph.estimate`).
+cmcr's interval), from the estimates' and intervals' means over seeds (``per_seed_picks``: each seed's own);
+``truly_best`` is the highest mean true mAP. On multihop each method trains both hops of the route audio -> 8x8
+digits (cmcr its connect chain, the training-free methods an extend meeting in the image-text space), and the pick
+is by the route-level estimate (:meth:`SpaceGraph.estimate`).
 """
 
 from __future__ import annotations

@@ -274,6 +274,7 @@ def route_lines(routes: dict[str, Any]) -> list[str]:
     for name, result in [*routes["by_graph"].items(), ("all", routes)]:
         lines.append(
             f"{name}: Spearman route estimate {result['spearman']:.3f}, product {result['spearman_product']:.3f}; "
-            f"largest miss {result['max_abs_error']:.3f}, {result[f'within_{ROUTE_TOLERANCE}']} within {ROUTE_TOLERANCE}"
+            f"largest miss {result['max_abs_error']:.3f}, "
+            f"{result[f'within_{ROUTE_TOLERANCE}']} of {result['n_routes']} within {ROUTE_TOLERANCE}"
         )
     return lines

@@ -71,7 +71,8 @@ class RouteEnsemble(Route):
         if self.estimate is not None:
             return self.estimate["estimate_low"], self.estimate["estimate_high"]
         intervals = [route.quality_interval for route in self.routes]
-        return tuple(sum(w * i[side] for w, i in zip(self.weights, intervals, strict=True)) for side in (0, 1))  # type: ignore[return-value]
+        low, high = (sum(w * i[side] for w, i in zip(self.weights, intervals, strict=True)) for side in (0, 1))
+        return low, high
 
     @checked_arguments
     def end_identity(self, end: str | Modality) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from ._errors import NoRouteError, SpacegraphError, SpacegraphTypeError, Spacegr
 from ._features import FeatureStore
 from ._hub import HubDownload
 from ._joint import JointSpace
-from ._method import choose_by_quality
+from ._method import choose_by_quality, pick_method
 from ._modality import Modality, as_modality
 from ._planner import Adjacency, End, Plan, leg_along, parse_end, plan_routes
 from ._probe import Probe, measure
@@ -356,7 +356,7 @@ class SpaceGraph:
         With ``train_missing=True``, a missing bridge is trained first from data registered with :meth:`add_data`
         (see :meth:`train_missing`). ``ensemble=k`` combines the ``k`` best routes into one
         :class:`RouteEnsemble` (weighted by their expected qualities; fewer where fewer exist); ``"auto"`` combines
-        the best two or three only where the ensemble's own route estimate beats the best route's."""
+        the best two or three only where the ensemble's own route estimate reads above the best route's 90% interval."""
         if ensemble != "auto":
             check_count("ensemble", ensemble)
         plan = self.plan(a, b, source=source, target=target)
@@ -383,14 +383,18 @@ class SpaceGraph:
         return combined
 
     def _auto_ensemble(self, ranked: list[Route]) -> Route:
-        """The best route, or the ensemble of the best two or three where its route estimate is higher: only
-        measured estimates decide (without them the best route is kept)."""
+        """The best route, or the ensemble of the best two or three whose route estimate reads above the best
+        route's 90% interval (:func:`pick_method`, as ``method="auto"`` weighs methods): only measured estimates
+        decide, and without them the best route is kept."""
         best = ranked[0]
         if best.estimate is None:
             return best
-        tried = [self.ensemble(ranked[:size]) for size in AUTO_ENSEMBLE_SIZES if size <= len(ranked)]
-        measured = [combined for combined in tried if combined.estimate is not None]
-        return max([best, *measured], key=lambda route: route.expected_quality)
+        tried = {size: self.ensemble(ranked[:size]) for size in AUTO_ENSEMBLE_SIZES if size <= len(ranked)}
+        candidates: dict[str, Route] = {"best route": best}
+        candidates.update((f"ensemble of {size}", e) for size, e in tried.items() if e.estimate is not None)
+        values = {name: route.expected_quality for name, route in candidates.items()}
+        choice = pick_method(values, intervals={"best route": best.quality_interval}, default="best route")
+        return candidates[choice["chosen"]]
 
     def train_missing(
         self,
@@ -410,7 +414,8 @@ class SpaceGraph:
 
         ``method="auto"`` trains every method of :attr:`AUTO_METHODS` on those features and adds one
         (:func:`choose_by_quality`: cmcr, unless another's label-free estimate lies above cmcr's interval); its
-        ``card.training["auto"]`` records each candidate's value, the choice and why. Its ``config`` is None or a dict of configs keyed by candidate, e.g. ``{"cmcr": {"steps": 300}}``."""
+        ``card.training["auto"]`` records each candidate's value, the choice and why. Its ``config`` is None or a
+        dict of configs keyed by candidate, e.g. ``{"cmcr": {"steps": 300}}``."""
         if self.store is None:
             raise SpacegraphValueError(
                 "train_missing needs a feature cache: SpaceGraph(..., store=FeatureStore(folder))"

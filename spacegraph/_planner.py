@@ -72,15 +72,17 @@ class Plan:
         and where it comes from, is listed under its route, with the product of them for comparison."""
         title = f"{self.source.value} -> {self.target.value}: {len(self.routes)} candidate route(s), best first"
         encode_a, encode_b = (f"encode {modality.value} with" for modality in (self.source, self.target))
+        columns = f"{'#':>2}  {'expected':>8}  {'range':13}  {'product':>7}  "
         lines = [
             f"{title}; expected = the route's own estimate (route), else the product of its bridges' (product)",
-            f"{'#':>2}  {'expected':>8}  {'range':13}  {'product':>7}  {encode_a:24} {encode_b:24} {'hops':>4}  meets in",
+            f"{columns}{encode_a:24} {encode_b:24} {'hops':>4}  meets in",
         ]
         for row in self.rows():
             low, high = row["interval"]
             source = "route" if row["route_estimate"] is not None else "product"
             lines.append(
-                f"{row['rank']:>2}  {row['expected_quality']:8.3f}  [{low:.3f}, {high:.3f}]  {row['bridge_product']:7.3f}"
+                f"{row['rank']:>2}  {row['expected_quality']:8.3f}  [{low:.3f}, {high:.3f}]"
+                f"  {row['bridge_product']:7.3f}"
                 f"  {row['source_space']:24} {row['target_space']:24} {row['hops']:>4}  {row['meets_in']} ({source})"
             )
             lines += [f"{'':14}bridge {n!r} ({kind}): {q:.3f}, {src}" for n, kind, q, src in row["bridges"]]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import spacegraph as sg
-from spacegraph._route_quality import describe_chain, route_chain
+from spacegraph._route_quality import describe_chain, route_chain, route_key
 
 CLASSES, LATENT = 5, 8
 TRAIN = {"steps": 60, "hidden_dim": 32, "out_dim": 16, "batch_size": 32, "seed": 0}
@@ -164,13 +164,17 @@ def test_an_ensemble_indexes_and_searches_and_refuses_another_routes_index(two_r
     assert isinstance(combined.load_index(tmp_path / "index"), sg.SearchIndex)
 
 
-def test_auto_combines_only_where_the_estimate_says_it_helps(two_routes):
+def test_auto_combines_only_where_the_ensemble_reads_above_the_best_routes_interval(two_routes):
     plan = two_routes.plan("audio", "lowres_image")
     chosen = two_routes.connect("audio", "lowres_image", ensemble="auto")
-    candidates = [plan.chosen, *(two_routes.ensemble(plan.routes[:k]) for k in (2, 3) if k <= len(plan.routes))]
-    best = max(candidates, key=lambda route: route.expected_quality)
-    assert chosen.expected_quality == pytest.approx(best.expected_quality)
-    assert isinstance(chosen, sg.RouteEnsemble) == isinstance(best, sg.RouteEnsemble)
+    ensembles = [two_routes.ensemble(plan.routes[:k]) for k in (2, 3) if k <= len(plan.routes)]
+    above = [e for e in ensembles if e.expected_quality > plan.chosen.quality_interval[1]]
+    expected = max(above, key=lambda route: route.expected_quality) if above else plan.chosen
+    assert repr(chosen) == repr(expected) and chosen.expected_quality == pytest.approx(expected.expected_quality)
+    # Where an ensemble reads clearly higher, auto takes it.
+    generous = two_routes.ensemble(plan.routes[:2])
+    two_routes._route_estimates[route_key(generous)] = {**generous.estimate, "estimate": 0.999}
+    assert isinstance(two_routes.connect("audio", "lowres_image", ensemble="auto"), sg.RouteEnsemble)
 
 
 def test_ensembles_refuse_what_they_cannot_combine(two_routes):
