@@ -329,13 +329,20 @@ def validated_card(cls: type[Card], data: Any, where: object) -> Card:
 
 def read_card(path: Path) -> BridgeCard:
     """The bridge card at ``path``; every error names the file (and the field)."""
+    data = read_versioned_json(path, "bridge", "bridge card", FORMAT_VERSION)
+    return validated_card(BridgeCard, data, f"bridge card {path}")
+
+
+def read_versioned_json(path: Path, kind: str, what: str, newest: int) -> Any:
+    """The JSON at ``path`` (``what``: a ``kind`` "bridge card", say), refused naming the file where it cannot be
+    read or its ``format_version`` is newer than ``newest``."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError; nested too deep
-        raise SpacegraphValueError(f"{path}: not a readable JSON bridge card ({err})") from err
+        raise SpacegraphValueError(f"{path}: not a readable JSON {what} ({err})") from err
     version = data.get("format_version") if isinstance(data, dict) else None
-    if isinstance(version, int) and version > FORMAT_VERSION:
+    if isinstance(version, int) and version > newest:
         raise SpacegraphValueError(
-            f"{path}: bridge format {version} is newer than this spacegraph reads ({FORMAT_VERSION}); upgrade spacegraph"
+            f"{path}: {kind} format {version} is newer than this spacegraph reads ({newest}); upgrade spacegraph"
         )
-    return validated_card(BridgeCard, data, f"bridge card {path}")
+    return data

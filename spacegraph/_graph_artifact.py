@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, JsonValue, Valid
 from ._arguments import checked_arguments
 from ._atomic import atomic_dir
 from ._bridge import Bridge
+from ._card import read_versioned_json
 from ._errors import (
     FingerprintMismatchError,
     MissingExtraError,
@@ -420,17 +421,7 @@ def _resolve(source: str | os.PathLike, download: HubDownload) -> tuple[Path, Gr
 
 def read_graph_file(path: Path) -> GraphFile:
     """The graph file at ``path``; every error names it (and the field)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError; nested too deep
-        raise SpacegraphValueError(f"{path}: not a readable JSON graph file ({err})") from err
-    version = data.get("format_version") if isinstance(data, dict) else None
-    if isinstance(version, int) and version > GRAPH_FORMAT_VERSION:
-        raise SpacegraphValueError(
-            f"{path}: graph format {version} is newer than this spacegraph reads ({GRAPH_FORMAT_VERSION}); "
-            "upgrade spacegraph"
-        )
-    return _validated(data, str(path))
+    return _validated(read_versioned_json(path, "graph", "graph file", GRAPH_FORMAT_VERSION), str(path))
 
 
 def _validated(data: Any, where: str) -> GraphFile:
