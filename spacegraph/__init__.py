@@ -23,6 +23,10 @@ _EXPORTS = {
     "BridgeFeatures": "_bridge",
     "HeadSpec": "_bridge",
     "retrieval_metrics": "_eval",
+    "pair_metrics": "_eval",
+    "pair_threshold": "_eval",
+    "Classification": "_classify",
+    "localization_metrics": "_localization",
     "zero_shot_accuracy": "_eval",
     "FeatureStore": "_features",
     "SpaceGraph": "_graph",
@@ -37,9 +41,12 @@ _EXPORTS = {
     "Probe": "_probe",
     "get_bridge_method": "_registry",
     "list_bridge_methods": "_registry",
+    "list_datasets": "_registry",
     "list_spaces": "_registry",
+    "load_dataset": "_registry",
     "load_space": "_registry",
     "register_bridge_method": "_registry",
+    "register_dataset": "_registry",
     "register_space": "_registry",
     "Route": "_route",
     "RouteEnsemble": "_ensemble",
@@ -62,7 +69,10 @@ if TYPE_CHECKING:  # the same names for type checkers and editors ("X as X": a r
     from ._bridge import (
         HeadSpec as HeadSpec,
     )
+    from ._classify import Classification as Classification
     from ._ensemble import RouteEnsemble as RouteEnsemble
+    from ._eval import pair_metrics as pair_metrics
+    from ._eval import pair_threshold as pair_threshold
     from ._eval import retrieval_metrics as retrieval_metrics
     from ._eval import zero_shot_accuracy as zero_shot_accuracy
     from ._features import FeatureStore as FeatureStore
@@ -71,6 +81,7 @@ if TYPE_CHECKING:  # the same names for type checkers and editors ("X as X": a r
     from ._index import SearchIndex as SearchIndex
     from ._index import SearchResult as SearchResult
     from ._joint import JointSpace as JointSpace
+    from ._localization import localization_metrics as localization_metrics
     from ._modality import (
         Modality as Modality,
     )
@@ -89,13 +100,22 @@ if TYPE_CHECKING:  # the same names for type checkers and editors ("X as X": a r
         list_bridge_methods as list_bridge_methods,
     )
     from ._registry import (
+        list_datasets as list_datasets,
+    )
+    from ._registry import (
         list_spaces as list_spaces,
+    )
+    from ._registry import (
+        load_dataset as load_dataset,
     )
     from ._registry import (
         load_space as load_space,
     )
     from ._registry import (
         register_bridge_method as register_bridge_method,
+    )
+    from ._registry import (
+        register_dataset as register_dataset,
     )
     from ._registry import (
         register_space as register_space,

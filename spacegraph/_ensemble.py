@@ -119,6 +119,13 @@ class RouteEnsemble(Route):
         ]
         return torch.cat(parts, dim=1)
 
+    def _texts_through(self, role: str, texts: list[str]) -> torch.Tensor:
+        parts = [
+            math.sqrt(weight) * route._texts_through(role, texts)
+            for weight, route in zip(self.weights, self.routes, strict=True)
+        ]
+        return torch.cat(parts, dim=1)
+
     def _embed(self, role: str, items: Any) -> torch.Tensor:
         if isinstance(items, torch.Tensor) and items.is_floating_point():
             space = self.entry_spaces(role)[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -185,3 +186,62 @@ def linear_probe_accuracy(
     optimizer.step(closure)
     with torch.no_grad():
         return float((classifier((test - mean) / std).argmax(dim=1) == y_test).float().mean())
+
+
+def _pair_inputs(scores: torch.Tensor | Sequence[float], matched: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and matched flags as 1-d arrays of one length, both kinds of pair present."""
+    values = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
+    flags = np.asarray(matched.cpu() if isinstance(matched, torch.Tensor) else matched)
+    if values.ndim != 1 or flags.shape != values.shape:
+        raise SpacegraphValueError(
+            f"pair scores and matched flags must be 1-d of one length, got {list(values.shape)} and {list(flags.shape)}"
+        )
+    if flags.dtype != bool and not np.isin(flags, (0, 1)).all():
+        raise SpacegraphTypeError("matched must hold booleans (or 0/1): True where the pair is a true match")
+    flags = flags.astype(bool)
+    if not np.isfinite(values).all():
+        raise SpacegraphValueError("pair scores hold NaN or inf; check the embeddings")
+    if flags.all() or not flags.any():
+        raise SpacegraphValueError("pair metrics need both matched and mismatched pairs")
+    return values, flags
+
+
+def _operating_points(values: np.ndarray, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """At each distinct score, highest first: the score, and the true and false positives of calling every pair
+    scoring at least that much matched (ties decided together, as scikit-learn's curves do)."""
+    order = np.argsort(-values, kind="stable")
+    ranked, hits = values[order], flags[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]
+    true_pos = np.cumsum(hits)[last_of_tie]
+    return ranked[last_of_tie], true_pos, last_of_tie + 1 - true_pos
+
+
+@checked_arguments
+def pair_metrics(
+    scores: torch.Tensor | Sequence[float], matched: Any, *, threshold: float | None = None
+) -> dict[str, float]:
+    """Counterfactual recognition (Mo and Morgado, 2022): how well pair scores tell matched pairs from mismatched
+    ones. ``{"ap": average precision, "max_f1": the best F1 over thresholds, "max_f1_threshold": where it is}``,
+    plus ``"accuracy"`` of calling pairs scoring at least ``threshold`` matched, when one is given."""
+    values, flags = _pair_inputs(scores, matched)
+    at, true_pos, false_pos = _operating_points(values, flags)
+    precision, recall = true_pos / (true_pos + false_pos), true_pos / flags.sum()
+    f1 = np.where(true_pos > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    metrics = {
+        "ap": float(np.sum(np.diff(recall, prepend=0.0) * precision)),
+        "max_f1": float(f1.max()),
+        "max_f1_threshold": float(at[f1.argmax()]),
+    }
+    if threshold is not None:
+        metrics["accuracy"] = float(np.mean((values >= threshold) == flags))
+    return metrics
+
+
+@checked_arguments
+def pair_threshold(scores: torch.Tensor | Sequence[float], matched: Any) -> float:
+    """The decision threshold of best balanced accuracy (Youden's J: true minus false positive rate) on labelled
+    pairs, halfway to the next lower score, so that it does not depend on how many pairs of each kind there are."""
+    values, flags = _pair_inputs(scores, matched)
+    at, true_pos, false_pos = _operating_points(values, flags)
+    best = int(np.argmax(true_pos / flags.sum() - false_pos / (~flags).sum()))
+    return float(at[best] if best + 1 == len(at) else (at[best] + at[best + 1]) / 2)

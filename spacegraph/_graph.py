@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import networkx as nx
+import numpy as np
 import torch
 
 from . import _graph_artifact
@@ -28,6 +29,7 @@ from ._bridge import Bridge, BridgeCard, BridgeFeatures
 from ._checks import check_count
 from ._ensemble import RouteEnsemble
 from ._errors import NoRouteError, SpacegraphError, SpacegraphTypeError, SpacegraphValueError, UnknownNameError
+from ._eval import pair_threshold
 from ._features import FeatureStore
 from ._hub import HubDownload
 from ._joint import JointSpace
@@ -152,6 +154,25 @@ class SpaceGraph:
         if calibrate:
             calibrate_bridges(route, probe, result["mAP"])  # new cards, which planning reads from now on
         return result
+
+    @checked_arguments
+    def pair_threshold(self, route: Route, probe: Probe | None = None) -> float:
+        """A threshold on :meth:`Route.pair_scores` for calling a pair matched (Youden's J, see
+        :func:`~spacegraph.pair_threshold`). With a labelled ``probe``: over all its source x target pairs, matched
+        where the labels agree. Without one, label-free: over the memories of both ends taken through the route (the
+        data of :meth:`estimate`), matched where their pseudo labels (from the overlap items they sit near) agree."""
+        if probe is not None:
+            embed = route.project if probe.features else route.encode
+            scores = embed("source", probe.source_inputs) @ embed("target", probe.target_inputs).T
+            same = np.asarray(probe.source_labels)[:, None] == np.asarray(probe.target_labels)[None, :]
+            return pair_threshold(scores.flatten(), same.flatten())
+        problem = self._unmeasurable(route)
+        if problem is not None:
+            raise SpacegraphValueError(f"no label-free threshold for {route!r}: {problem}; or pass a probe")
+        data = self._chain_estimate_data(route)
+        source_labels, target_labels = data.labels.levels[data.labels.k]
+        scores = route.project("source", data.mx) @ route.project("target", data.my).T
+        return pair_threshold(scores.flatten(), (source_labels[:, None] == target_labels[None, :]).flatten())
 
     # -- looking ----------------------------------------------------------------------------------------------
     def space(self, name: str) -> Space:

@@ -1,10 +1,12 @@
-"""Plugin registries for spaces and bridge methods, filled by decorators and entry-point groups."""
+"""Plugin registries for spaces, bridge methods and evaluation datasets, filled by decorators and entry-point
+groups."""
 
 from __future__ import annotations
 
 import fnmatch
 import inspect
 import logging
+import os
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
@@ -16,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 SPACES_GROUP = "spacegraph.spaces"
 BRIDGES_GROUP = "spacegraph.bridges"
+DATASETS_GROUP = "spacegraph.datasets"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,6 +85,7 @@ class Registry:
 
 SPACES = Registry("space", SPACES_GROUP)
 BRIDGE_METHODS = Registry("bridge method", BRIDGES_GROUP)
+DATASETS = Registry("dataset", DATASETS_GROUP)
 
 
 @checked_arguments
@@ -97,6 +101,13 @@ def register_bridge_method(name: str) -> Callable[[F], F]:
 
 
 @checked_arguments
+def register_dataset(name: str) -> Callable[[F], F]:
+    """Decorator registering an evaluation dataset adapter under ``name``: a callable taking the dataset's root
+    folder and keyword options, returning the loaded dataset (what ``spacegraph eval --dataset NAME`` runs on)."""
+    return DATASETS.register(name)
+
+
+@checked_arguments
 def list_spaces(pattern: str = "*") -> list[str]:
     """Names of the registered spaces matching a glob ``pattern``."""
     return SPACES.names(pattern)
@@ -108,25 +119,45 @@ def list_bridge_methods(pattern: str = "*") -> list[str]:
 
 
 @checked_arguments
+def list_datasets(pattern: str = "*") -> list[str]:
+    """Names of the registered evaluation datasets matching a glob ``pattern``."""
+    return DATASETS.names(pattern)
+
+
+@checked_arguments
 def load_space(name: str, /, *args: Any, **kwargs: Any) -> Any:
     """Build the registered space ``name``; other arguments go to its factory, checked against its signature
     first (a space that needs arguments, such as ``precomputed``, says which). The space records how it was built
     (read it with :func:`spacegraph.space_reference`), so a graph holding it saves it by reference."""
     factory = SPACES.get(name)
-    try:
-        inspect.signature(factory).bind(*args, **kwargs)
-    except TypeError as err:
-        raise SpacegraphTypeError(
-            f"space {name!r} cannot be built from these arguments ({err}); its factory takes "
-            f"{inspect.signature(factory)}"
-        ) from err
-    except ValueError:  # a factory without a signature (a builtin): let it check its own arguments
-        pass
+    _check_binds(factory, "space", name, args, kwargs)
     space = factory(*args, **kwargs)
     from ._graph_artifact import record_reference  # imported here: that module imports this one
 
     record_reference(space, name, args, kwargs)
     return space
+
+
+@checked_arguments
+def load_dataset(name: str, root: str | os.PathLike, /, **options: Any) -> Any:
+    """Load the registered dataset ``name`` from its folder ``root``; ``options`` (e.g. ``fold=1``, ``split="val"``)
+    go to its adapter, checked against its signature first."""
+    factory = DATASETS.get(name)
+    _check_binds(factory, "dataset", name, (root,), options)
+    return factory(root, **options)
+
+
+def _check_binds(factory: Callable[..., Any], kind: str, name: str, args: tuple, kwargs: dict[str, Any]) -> None:
+    """Refuse arguments that ``factory``'s signature does not take, naming what it takes."""
+    try:
+        inspect.signature(factory).bind(*args, **kwargs)
+    except TypeError as err:
+        raise SpacegraphTypeError(
+            f"{kind} {name!r} cannot be built from these arguments ({err}); its factory takes "
+            f"{inspect.signature(factory)}"
+        ) from err
+    except ValueError:  # a factory without a signature (a builtin): let it check its own arguments
+        pass
 
 
 @checked_arguments

@@ -12,17 +12,22 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ._arguments import checked_arguments
+from ._batching import batch_length
 from ._bridge import Bridge
 from ._checks import check_count
+from ._classify import Classification, check_class_names, class_embeddings
+from ._dense import image_size
 from ._errors import SpacegraphValueError
 from ._index import SearchIndex, SearchResult, check_rows
 from ._index_backends import Backend
+from ._localization import upsampled
 from ._modality import Modality, as_modality
 from ._space import Space
 
@@ -172,6 +177,96 @@ class Route:
         """Cosine similarities ``[n_source, n_target]`` between raw inputs of the two ends."""
         a = self.encode("source", source_inputs, **encode_kwargs)
         return a @ self.encode("target", target_inputs, **encode_kwargs).T
+
+    @checked_arguments
+    def encode_dense(self, end: str | Modality, images: Any, **dense_options: Any) -> torch.Tensor:
+        """``[n, h, w, dim]``: each image of an image end (see :meth:`leg`) as local embeddings in the common space,
+        taken location by location through the leg's heads (see :meth:`Space.encode_dense` for the options)."""
+        role = self.role(end)
+        leg = self._leg_of(role)
+        dense = leg.space.encode_dense(leg.modality, images, **dense_options)
+        rows = dense.reshape(-1, dense.shape[-1])
+        projected = torch.cat([self.project(role, chunk) for chunk in rows.split(PROJECT_CHUNK)])
+        return projected.reshape(*dense.shape[:3], -1)
+
+    @checked_arguments
+    def localize(
+        self, queries: Any, images: Any, *, grid: int | None = None, window: float = 0.5
+    ) -> list[torch.Tensor]:
+        """Where in each image is what its query shows: one heatmap ``[H, W]`` per pair (query i, image i), at the
+        image's own resolution: the cosine of the query's embedding with each location of the image's dense
+        embeddings (:meth:`encode_dense`; ``grid``, ``window`` as there), bilinearly upsampled. The image end is the
+        route's image end (the target where both are); queries are the other end's items, of any modality, raw or
+        as its space's embeddings. Score heatmaps against boxes with :func:`~spacegraph.localization_metrics`."""
+        image_role = self._image_role()
+        n_queries, n_images = batch_length(queries), batch_length(images)
+        if n_queries != n_images or n_queries == 0:
+            raise SpacegraphValueError(
+                f"localize takes one query per image; got {n_queries} queries, {n_images} images"
+            )
+        sizes = [image_size(item, f"image item {i}") for i, item in enumerate(images)]
+        query_rows = self._embed(other_end(image_role), queries)
+        dense = self.encode_dense(image_role, images, grid=grid, window=window)
+        grids = torch.einsum("nhwd,nd->nhw", dense, query_rows)
+        return [upsampled(scores, size) for scores, size in zip(grids, sizes)]
+
+    def _image_role(self) -> str:
+        for role in ("target", "source"):
+            if self._leg_of(role).modality is Modality.IMAGE:
+                return role
+        ends = ", ".join(self._leg_of(role).modality.value for role in ROLES)
+        raise SpacegraphValueError(f"localize needs a route with an image end; this route's ends are {ends}")
+
+    @checked_arguments
+    def pair_scores(self, source_items: Any, target_items: Any) -> torch.Tensor:
+        """``[n]``: the cosine of source item i with target item i (each raw, or its leg's space embeddings), for
+        telling matched pairs from mismatched ones (:func:`~spacegraph.pair_metrics`,
+        :meth:`SpaceGraph.pair_threshold`)."""
+        n_source, n_target = batch_length(source_items), batch_length(target_items)
+        if n_source != n_target:
+            raise SpacegraphValueError(f"pair_scores takes pairs: got {n_source} source and {n_target} target items")
+        return (self._embed("source", source_items) * self._embed("target", target_items)).sum(dim=1)
+
+    @checked_arguments
+    def classify(
+        self,
+        items: Any,
+        class_names: Sequence[str],
+        templates: Sequence[str] | None = None,
+        *,
+        end: str | Modality | None = None,
+        temperature: float = 0.01,
+    ) -> Classification:
+        """Zero-shot classification of ``items`` of one end (default: the end that is not text, the source where
+        neither is): each class name is put into every template (``"a photo of a {}"``; default ``["{}"]``),
+        encoded by the text tower of the space the other end enters and taken through that leg's heads, and
+        averaged over templates. Probabilities are the softmax of cosines over ``temperature``."""
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature <= 0:
+            raise SpacegraphValueError(f"temperature must be a number > 0, got {temperature!r}")
+        names = check_class_names(class_names)
+        role = self._classified_role(end)
+        classes = class_embeddings(lambda texts: self._texts_through(other_end(role), texts), names, templates)
+        logits = self._embed(role, items) @ classes.T / temperature
+        return Classification(logits.softmax(dim=1), names)
+
+    def _classified_role(self, end: str | Modality | None) -> str:
+        if end is not None:
+            return self.role(end)
+        return (
+            "target"
+            if self.source.modality is Modality.TEXT and self.target.modality is not Modality.TEXT
+            else "source"
+        )
+
+    def _texts_through(self, role: str, texts: list[str]) -> torch.Tensor:
+        """``texts`` encoded by the text tower of the space ``role``'s leg enters, through that leg's heads."""
+        leg = self._leg_of(role)
+        if Modality.TEXT not in leg.space.modalities:
+            raise SpacegraphValueError(
+                f"the {role} end enters space {leg.space.name!r}, which has no text tower to encode class names "
+                f"(it embeds {', '.join(m.value for m in leg.space.modalities)}); classify the other end instead"
+            )
+        return Leg(Modality.TEXT, leg.space, leg.steps).project(leg.space.encode(Modality.TEXT, texts))
 
     @checked_arguments
     def index(

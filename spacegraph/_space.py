@@ -242,6 +242,45 @@ class Space(abc.ABC):
         embeddings = check_embeddings(embeddings, self.spec.dim, f"{self.spec.name} {modality.value} output")
         return torch.nn.functional.normalize(embeddings, dim=-1) if normalize else embeddings
 
+    def encode_dense(
+        self,
+        modality: str | Modality,
+        inputs: Any,
+        *,
+        grid: int | None = None,
+        window: float = 0.5,
+        batch_size: int = 64,
+        show_progress_bar: bool = False,
+    ) -> torch.Tensor:
+        """Embed each image as a grid of local embeddings in this space: a float32 CPU tensor ``[n, h, w, dim]``,
+        unit-norm along ``dim``. Cell ``(i, j)`` stands for the uniform ``h x w`` cell of the whole image as given.
+
+        A space that makes them natively (:meth:`has_native_dense`, e.g. CLIP's patch tokens) does so when ``grid``
+        is None; otherwise (or with a ``grid``) a ``grid x grid`` (default 7) sliding window of crops, each
+        ``window`` of the image side wide and centred on a cell, is encoded crop by crop with :meth:`encode`:
+        slower, but it works for every image space."""
+        from ._dense import encode_dense
+
+        modality = self.check_modality(modality)
+        if modality is not Modality.IMAGE:
+            raise SpacegraphValueError(f"dense embeddings are of images; {modality.value!r} has no locations")
+        if batch_length(inputs) == 0:
+            raise SpacegraphValueError("empty batch of image inputs; pass at least one item")
+        return encode_dense(
+            self, modality, inputs, grid=grid, window=window, batch_size=batch_size, show_progress_bar=show_progress_bar
+        )
+
+    def has_native_dense(self, modality: str | Modality) -> bool:
+        """Whether this space makes dense embeddings of ``modality`` itself (it implements
+        :meth:`_encode_dense_batch`) rather than on :meth:`encode_dense`'s sliding window."""
+        return type(self)._encode_dense_batch is not Space._encode_dense_batch
+
+    def _encode_dense_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+        """Optional: one batch of images (a slice of the user's inputs) as local embeddings ``[b, h, w, dim]``, cell
+        ``(i, j)`` the uniform cell of the whole image (resize it whole, do not crop); :meth:`encode_dense`
+        normalises them."""
+        raise NotImplementedError(f"{type(self).__name__} makes no dense embeddings of its own")
+
     def _progress(
         self, batches: list[Sequence[int]], *, modality: Modality, show: bool, bar: tqdm | None
     ) -> Iterable[Sequence[int]]:

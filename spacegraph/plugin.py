@@ -3,7 +3,8 @@
 A space subclasses :class:`Space` (or :class:`ModelSpace` for one backed by a torch module), sets ``self.spec``
 and implements ``_encode_batch`` (or ``_prepare_batch`` + ``_encode_prepared``, so that ``encode(num_workers=N)``
 reads media in worker processes). A bridge method is any class matching :class:`BridgeMethod`. Both register
-with a decorator or through the entry-point groups ``spacegraph.spaces`` / ``spacegraph.bridges``; a new modality
+with a decorator or through the entry-point groups ``spacegraph.spaces`` / ``spacegraph.bridges``; an evaluation
+dataset adapter with :func:`register_dataset` or the ``spacegraph.datasets`` group; a new modality
 registers with :func:`register_modality` or the ``spacegraph.modalities`` group. The built-in plugins in
 ``spaces/`` and ``bridges/`` use nothing else.
 
@@ -60,7 +61,7 @@ from ._quality import (
     pseudo_map,
     subsample,
 )
-from ._registry import register_bridge_method, register_space
+from ._registry import register_bridge_method, register_dataset, register_space
 from ._space import (
     Space,
     SpaceSpec,
@@ -130,6 +131,7 @@ __all__ = [
     "read_weights",
     "recover_interrupted_save",
     "register_bridge_method",
+    "register_dataset",
     "register_modality",
     "register_space",
     "require",
