@@ -11,8 +11,11 @@ from typing import Any
 from spacegraph import SpacegraphValueError
 from spacegraph.cli import DEFAULT_DATA, add_threads_option, check_writable, set_threads, write_json
 
-BENCHMARKS = ["digits", "multihop", "modelnet10", "hard", "quality", "ensembles", "methods"]
-THREE_SEEDS = ("hard", "ensembles", "methods")  # each runs seeds N, N+1 and N+2
+BENCHMARKS = [
+    *("digits", "multihop", "modelnet10", "hard", "quality", "ensembles", "methods"),
+    *("localization", "counterfactual", "zeroshot"),
+]
+THREE_SEEDS = ("hard", "ensembles", "methods", "localization", "counterfactual", "zeroshot")  # seeds N, N+1, N+2
 
 
 def add_demo(commands: argparse._SubParsersAction) -> None:
@@ -32,7 +35,7 @@ def add_bench(commands: argparse._SubParsersAction) -> None:
     bench.add_argument(
         "--data",
         default=DEFAULT_DATA,
-        help="folder holding fsdd/, mnist5k/, oewn/ (and modelnet10/ for modelnet10 and quality); "
+        help="folder holding fsdd/, mnist5k/, oewn/ (and modelnet10/ for modelnet10, quality and zeroshot); "
         "default $SPACEGRAPH_DATA",
     )
     bench.add_argument("--json", help="write the record here")

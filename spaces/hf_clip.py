@@ -68,3 +68,26 @@ class HFCLIPSpace(ModelSpace):
         if modality is Modality.TEXT:
             return _features(self.model.get_text_features(**prepared))
         return _features(self.model.get_image_features(**prepared))
+
+    def _encode_dense_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+        """MaskCLIP's (Zhou et al., 2022) patch embeddings ``[b, grid, grid, dim]``: in the last encoder layer the
+        attention becomes its value path, ``y = x + out_proj(v_proj(layer_norm1(x)))``, then
+        ``y = y + mlp(layer_norm2(y))``, and each patch token goes through ``post_layernorm`` and
+        ``visual_projection`` as the pooled token does."""
+        vision, config = self.model.vision_model, self.model.config.vision_config
+        side = config.image_size
+        # The processor resizes the short side and centre-crops; cells stand for the whole image, so it is resized
+        # whole to the model's input size here (its own grid, no positional embedding interpolation).
+        pixels = self.processor.image_processor(
+            images=load_rgb_images(batch),
+            size={"height": side, "width": side},
+            do_center_crop=False,
+            return_tensors="pt",
+        )["pixel_values"].to(self.device)
+        hidden = vision(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]  # the last layer's input
+        layer = vision.encoder.layers[-1]
+        hidden = hidden + layer.self_attn.out_proj(layer.self_attn.v_proj(layer.layer_norm1(hidden)))
+        hidden = hidden + layer.mlp(layer.layer_norm2(hidden))
+        patches = self.model.visual_projection(vision.post_layernorm(hidden[:, 1:]))
+        grid = side // config.patch_size
+        return patches.reshape(len(pixels), grid, grid, -1)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from spacegraph import Modality, SpaceSpec
 from spacegraph.plugin import ModelSpace, SpacegraphValueError, json_digest, require, tokenizer_identity
@@ -110,10 +111,79 @@ class OpenCLIPSpace(ModelSpace):
             return self.tokenizer(check_texts(batch))
         return torch.stack([self.preprocess(image) for image in load_rgb_images(batch)])
 
+    def _amp(self) -> contextlib.AbstractContextManager[Any]:
+        """``torch.autocast`` on CUDA with ``precision="amp"``, else nothing (not ``autocast(enabled=False)``: that
+        would switch off ``encode(precision=...)``'s autocast)."""
+        return (
+            torch.autocast("cuda")
+            if self.precision == "amp" and self.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+
     def _encode_prepared(self, modality: Modality, prepared: torch.Tensor) -> torch.Tensor:
-        use_amp = self.precision == "amp" and self.device.type == "cuda"
-        # Not autocast(enabled=False) otherwise: that would switch off encode(precision=...)'s autocast.
-        with torch.autocast("cuda") if use_amp else contextlib.nullcontext():
+        with self._amp():
             if modality is Modality.TEXT:
                 return self.model.encode_text(prepared)
             return self.model.encode_image(prepared)
+
+    def has_native_dense(self, modality: str | Modality) -> bool:
+        """True for a plain ViT image tower (open_clip's ``VisionTransformer`` without attentional pooling, its last
+        block a ``ResidualAttentionBlock``); other towers (``ModifiedResNet``, timm, CoCa's pooler) have no MaskCLIP
+        value path and use :meth:`encode_dense`'s sliding window."""
+        transformer = require("open_clip.transformer", "clip")
+        visual = self.model.visual
+        return (
+            isinstance(visual, transformer.VisionTransformer)
+            and getattr(visual, "attn_pool", None) is None
+            and isinstance(visual.transformer.resblocks[-1], transformer.ResidualAttentionBlock)
+        )
+
+    def _encode_dense_batch(self, modality: Modality, batch: Any) -> torch.Tensor:
+        """MaskCLIP's (Zhou et al., 2022) patch embeddings ``[b, grid_h, grid_w, dim]``: in the last block the
+        attention becomes its value path, ``y = x + ls_1(out_proj(ln_1(x) @ W_v.T + b_v))``, then
+        ``y = y + ls_2(mlp(ln_2(y)))``, and each patch token goes through ``ln_post`` and ``proj`` as the pooled token
+        does."""
+        visual = self.model.visual
+        pixels = torch.stack([self._whole_image_transform()(image) for image in load_rgb_images(batch)])
+        with self._amp():
+            tokens = self._last_block_input(pixels.to(self.device, visual.conv1.weight.dtype))
+            block = visual.transformer.resblocks[-1]
+            tokens = tokens + block.ls_1(block.attn.out_proj(_value(block.attn, block.ln_1(tokens))))
+            tokens = tokens + block.ls_2(block.mlp(block.ln_2(tokens)))
+            patches = visual.ln_post(tokens[:, 1:])
+            patches = patches if visual.proj is None else patches @ visual.proj
+        return patches.reshape(len(pixels), *visual.grid_size, -1)
+
+    def _whole_image_transform(self) -> Any:
+        """The evaluation transform resizing the whole image to the tower's input size: the default one resizes the
+        short side and centre-crops, which would drop the cells' edges. The tower's own grid is kept (no positional
+        embedding interpolation)."""
+        open_clip = require("open_clip", "clip")
+        cfg = open_clip.get_model_preprocess_cfg(self.model)
+        return open_clip.image_transform(
+            self.model.visual.image_size,
+            is_train=False,
+            mean=cfg.get("mean"),
+            std=cfg.get("std"),
+            interpolation=cfg.get("interpolation"),
+            resize_mode="squash",
+        )
+
+    def _last_block_input(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The tokens ``[b, 1 + grid_h * grid_w, width]`` (class token first) entering the ViT's last block."""
+        visual = self.model.visual
+        patches = visual.conv1(pixels).flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.to(patches.dtype).expand(len(patches), 1, -1)
+        tokens = visual.ln_pre(torch.cat([cls, patches], dim=1) + visual.positional_embedding.to(patches.dtype))
+        batch_first = getattr(visual.transformer, "batch_first", True)
+        tokens = tokens if batch_first else tokens.transpose(0, 1)
+        for block in visual.transformer.resblocks[:-1]:
+            tokens = block(tokens)
+        return tokens if batch_first else tokens.transpose(0, 1)
+
+
+def _value(attn: torch.nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
+    """The value projection of ``attn`` applied to ``x``: the last third of its packed input projection."""
+    width = attn.embed_dim
+    bias = None if attn.in_proj_bias is None else attn.in_proj_bias[2 * width :]
+    return F.linear(x, attn.in_proj_weight[2 * width :], bias)

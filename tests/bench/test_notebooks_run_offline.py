@@ -15,9 +15,10 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "examples" / "notebook
 SECONDS_PER_CELL = 120
 
 
-def test_the_three_notebooks_are_there():
+def test_the_four_notebooks_are_there():
     names = {path.name for path in NOTEBOOKS}
-    assert {"connect_audio_and_image.ipynb", "the_graph.ipynb", "write_a_space_plugin.ipynb"} <= names
+    expected = {"connect_audio_and_image", "the_graph", "write_a_space_plugin", "evaluate_a_route"}
+    assert {f"{name}.ipynb" for name in expected} <= names
 
 
 def test_notebooks_are_stored_with_the_outputs_of_one_whole_run():

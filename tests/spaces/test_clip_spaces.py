@@ -66,31 +66,6 @@ def write_tiny_hf_clip(folder: Path, seed: int) -> str:
     return str(folder)
 
 
-@pytest.fixture(scope="module")
-def oc_name(tmp_path_factory) -> str:
-    return write_tiny_openclip(tmp_path_factory.mktemp("openclip") / "tiny", seed=0)
-
-
-@pytest.fixture(scope="module")
-def hf_path(tmp_path_factory) -> str:
-    return write_tiny_hf_clip(tmp_path_factory.mktemp("hfclip") / "tiny", seed=0)
-
-
-@pytest.fixture(scope="module")
-def oc_space(oc_name):
-    return OpenCLIPSpace(oc_name)
-
-
-@pytest.fixture(scope="module")
-def hf_space(hf_path):
-    return HFCLIPSpace(hf_path)
-
-
-@pytest.fixture(params=["oc_space", "hf_space"])
-def space(request):
-    return request.getfixturevalue(request.param)
-
-
 def photos(n: int, seed: int = 0) -> list[Image.Image]:
     rng = np.random.default_rng(seed)
     return [Image.fromarray(rng.integers(0, 256, (36 + 4 * i, 40, 3), dtype=np.uint8)) for i in range(n)]
