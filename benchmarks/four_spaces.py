@@ -19,7 +19,7 @@ import torch
 from spacegraph import Bridge, BridgeFeatures, FeatureStore, SpaceGraph, load_space
 
 from . import digits, multihop
-from .quality import _route_truth, register_multihop_data
+from .quality import _route_truth, register_multihop_data, route_row
 
 MINILM = "minilm"
 # Each hop: (source, target, overlap, the features' keys: overlap in source and target, then memories or None)
@@ -88,17 +88,9 @@ def route_rows(four: FourSpaces, seed: int = 0) -> list[dict[str, Any]]:
     ]
     rows = []
     for combination in two_heads + three_heads:
-        graph = four.graph([bridges[key] for key in combination])
+        chosen = [bridges[key] for key in combination]
+        graph = four.graph(chosen)
         route = graph.connect("audio", "lowres_image")
-        estimate = graph.estimate(route)
-        rows.append(
-            {
-                "variant": " + ".join(f"{hop}[{method}]" for hop, method in combination),
-                "hops": route.hops,
-                "estimate": estimate["estimate"],
-                "interval": [estimate["estimate_low"], estimate["estimate_high"]],
-                "product": route.bridge_product,
-                "true_mAP": four.truth(route),
-            }
-        )
+        variant = " + ".join(f"{hop}[{method}]" for hop, method in combination)
+        rows.append(route_row(variant, graph, route, four.truth(route), chosen))
     return rows

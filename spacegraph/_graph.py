@@ -41,7 +41,7 @@ from ._probe import calibrate as calibrate_bridges
 from ._quality import EstimateData
 from ._registry import get_bridge_method
 from ._route import ROLES, Leg, Route
-from ._route_quality import chain_estimate_data, route_chain, route_key, score_route
+from ._route_quality import chain_estimate_data, route_chain, route_key, score_route, shortest_chain
 from ._space import Space, SpaceSpec
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ class SpaceGraph:
         if not isinstance(space, Space):
             raise SpacegraphTypeError(f"add_space takes a spacegraph.Space, got {type(space).__name__}")
         self._add_node(space, joint=False)
+        self._route_estimates.clear()  # a new space may shorten the chains routes are scored along
+        self._chain_data.clear()
         return space
 
     def _add_node(self, space: Space, *, joint: bool) -> None:
@@ -322,9 +324,11 @@ class SpaceGraph:
         return self._route_estimates[key]
 
     def _chain_estimate_data(self, route: Route) -> EstimateData:
-        """The memories and chain labels ``route`` is scored on, shared by the routes of its chain."""
-        chain = route_chain(route, self.space)
-        assert chain is not None, "_unmeasurable refuses a route inside one space"
+        """The memories and chain labels ``route`` is scored on: those of the shortest chain between its ends'
+        spaces, shared by every route between them."""
+        own = route_chain(route, self.space)
+        assert own is not None, "_unmeasurable refuses a route inside one space"
+        chain = shortest_chain(own, self.spaces, self._data)
         key = chain.key([self._data[modality][0] for modality in chain.modalities])
         if key not in self._chain_data:
             self._chain_data[key] = chain_estimate_data(chain, self._registered_encoder())

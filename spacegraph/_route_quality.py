@@ -15,17 +15,21 @@ is then handed on item by item. An A item takes the class of its nearest first-o
 space; the classes of one overlap's items reach the next overlap's items through a space that embeds both (their
 nearest class centroid there), and the same items carry their classes across the next bridge; a B item takes the
 class of its nearest last-overlap centroid in its own space. A route of one bridge gets exactly the labels of
-:class:`~spacegraph._quality.PseudoLabels`. The estimate is the pseudo-label mAP of the route's A -> B and B -> A
+:class:`~spacegraph._quality.PseudoLabels`. Every handover loses some of the classes, so a route is scored on the
+labels of the shortest chain between its ends' spaces (:func:`shortest_chain`), the same for every route between
+them, whichever bridges it takes: a route through more spaces is not marked down for its longer chain. The estimate is the pseudo-label mAP of the route's A -> B and B -> A
 retrieval, times the modality alignment, as :class:`~spacegraph._quality.EstimateData` scores a bridge.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import networkx as nx
 import torch
 import torch.nn.functional as F
 
@@ -54,10 +58,9 @@ Encoder = Callable[[Space, Modality], torch.Tensor]  # a space's embeddings of t
 
 @dataclass(frozen=True)
 class Crossing:
-    """One bridge the route's meaning crosses, through ``overlap``, embedded natively by ``near`` (the space on
-    the source's side) and ``far``."""
+    """One step of the route's meaning from space to space, through ``overlap``, embedded natively by ``near``
+    (the space on the source's side) and ``far``."""
 
-    bridge: Bridge
     overlap: Modality
     near: Space
     far: Space
@@ -131,7 +134,7 @@ def route_chain(route: Route, space_of: Callable[[str], Space]) -> Chain | None:
     if not crossed:
         return None
     crossings = [
-        Crossing(bridge, bridge.card.overlap, native_space(space_of(near), bridge.card.overlap),
+        Crossing(bridge.card.overlap, native_space(space_of(near), bridge.card.overlap),
                  native_space(space_of(far), bridge.card.overlap))
         for bridge, near, far in crossed
     ]  # fmt: skip
@@ -141,6 +144,41 @@ def route_chain(route: Route, space_of: Callable[[str], Space]) -> Chain | None:
     )
     ends = [(leg.modality, native_space(leg.space, leg.modality)) for leg in (route.source, route.target)]
     return Chain(ends[0], ends[1], tuple(crossings), handovers)
+
+
+def _overlap_graph(spaces: Iterable[Space], readable: Collection[Modality]) -> nx.Graph:
+    """The real spaces, joined where two of them natively embed a modality with data (``readable``); each edge
+    holds those modalities, sorted, as ``overlaps``."""
+    graph = nx.Graph()
+    spaces = list(spaces)
+    graph.add_nodes_from((space.name, {"space": space}) for space in spaces)
+    for first, second in itertools.combinations(spaces, 2):
+        shared = set(first.modalities) & set(second.modalities) & set(readable)
+        if shared:
+            graph.add_edge(first.name, second.name, overlaps=sorted(shared, key=lambda m: m.value))
+    return graph
+
+
+def shortest_chain(chain: Chain, spaces: Iterable[Space], readable: Collection[Modality]) -> Chain:
+    """The chain a route's labels are read along: the fewest crossings between its two ends' spaces, each through
+    a modality both spaces embed natively and that has data (``readable``), whatever bridges the graph holds. Each
+    handover passes classes on with some loss, so every route between the same ends is scored on the labels of
+    the shortest chain, one scale for all of them. ``chain`` itself where none is shorter (so a route of one
+    bridge keeps its bridge's labels); else the first shortest by space names, then by overlap names."""
+    graph = _overlap_graph(spaces, readable)
+    ends = (chain.source[1].name, chain.target[1].name)
+    try:
+        paths = list(nx.all_shortest_paths(graph, *ends))
+    except (nx.NetworkXNoPath, nx.NodeNotFound):
+        return chain
+    path = min(paths)
+    if len(path) == 1 or len(chain.crossings) <= len(path) - 1:
+        return chain
+    space = [graph.nodes[name]["space"] for name in path]
+    crossings = tuple(
+        Crossing(graph.edges[near.name, far.name]["overlaps"][0], near, far) for near, far in itertools.pairwise(space)
+    )
+    return Chain(chain.source, chain.target, crossings, tuple(space[1:-1]))
 
 
 @dataclass

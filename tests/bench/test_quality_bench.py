@@ -105,3 +105,24 @@ def test_each_case_is_scored_with_the_setting_chosen_on_the_others():
     assert datasets["d"]["misleading_at_or_above_default"] == ["no_memory"] and not datasets["d"]["passes"]
     assert datasets["a"]["held_out_setting"] == names[1] and datasets["a"]["passes"]
     assert top["cases_passing"] == 3 and top["best_setting_on_all"] == names[1]
+
+
+def test_the_route_table_reports_the_held_out_graph_apart_from_the_targets_graphs():
+    from spacegraph_bench.quality import route_lines, route_summary
+
+    def rows(graph, truths, estimates):
+        return [
+            {"graph": graph, "variant": f"v{i}", "hops": 2, "estimate": e, "product": 0.5, "true_mAP": t}
+            for i, (t, e) in enumerate(zip(truths, estimates))
+        ]
+
+    target = rows("multihop", [0.9, 0.8, 0.7], [0.85, 0.72, 0.5])
+    held_out = route_summary(rows("shapes", [0.9, 0.6, 0.7], [0.6, 0.4, 0.5]))
+    routes = {**route_summary(target), "by_graph": {}, "held_out": {"shapes": held_out}}
+    assert routes["spearman"] == 1.0 and routes["within_0.15"] == 2
+    assert held_out["spearman"] == 1.0 and held_out["within_0.15"] == 0
+    assert abs(held_out["max_abs_error"] - 0.3) < 1e-9
+    text = "\n".join(route_lines(routes))
+    assert "held out, shapes: 3D -> MiniLM text" in text
+    assert "all: Spearman route estimate 1.000" in text and "shapes: Spearman route estimate 1.000" in text
+    assert "0 of 3 within 0.15" in text and "2 of 3 within 0.15" in text

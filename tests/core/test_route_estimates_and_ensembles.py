@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import spacegraph as sg
-from spacegraph._route_quality import describe_chain, route_chain, route_key
+from spacegraph._route_quality import describe_chain, route_chain, route_key, shortest_chain
 
 CLASSES, LATENT = 5, 8
 TRAIN = {"steps": 60, "hidden_dim": 32, "out_dim": 16, "batch_size": 32, "seed": 0}
@@ -197,3 +197,34 @@ def test_a_route_estimate_that_fails_to_measure_leaves_planning_working(chain_gr
     assert route.estimate is None and route.expected_quality == route.bridge_product
     with pytest.raises(sg.SpacegraphError):
         chain_graph.estimate(route)
+
+
+def test_every_route_between_two_ends_is_scored_on_the_shortest_chains_labels(chain_graph):
+    """A route through a text-only space crosses one more space than the direct chain between its ends: it is
+    scored on the direct chain's labels, as a route that takes the direct bridges is."""
+    text_only = AlignedToySpace("tt", ("text",), 9, seed=4)
+    spaces = [*chain_graph.spaces, text_only]
+    lowres = train(chain_graph, "il", "ti", "image", kind="extend")
+
+    def graph_of(*hops):
+        graph = sg.SpaceGraph(spaces, store=chain_graph.store)
+        graph._data = dict(chain_graph._data)
+        for x, y in hops:
+            train(graph, x, y, "text", kind="extend")
+        graph.add_bridge(lowres)
+        return graph, graph.connect("audio", "lowres_image")
+
+    long_graph, long_route = graph_of(("at", "tt"), ("tt", "ti"))
+    short_graph, short_route = graph_of(("at", "ti"))
+    own = route_chain(long_route, long_graph.space)
+    assert describe_chain(own) == ["at:audio", "at|text|tt", "tt|text|ti", "ti|image|il", "il:lowres_image"]
+    shortest = shortest_chain(own, long_graph.spaces, long_graph._data)
+    assert describe_chain(shortest) == ["at:audio", "at|text|ti", "ti|image|il", "il:lowres_image"]
+    assert [space.name for space in shortest.handovers] == ["ti"]
+    long_labels = long_graph._chain_estimate_data(long_route).labels
+    short_labels = short_graph._chain_estimate_data(short_route).labels
+    assert long_labels.silhouettes == short_labels.silhouettes
+    for k, (source, target) in long_labels.levels.items():
+        assert torch.equal(source, short_labels.levels[k][0]) and torch.equal(target, short_labels.levels[k][1])
+    # Without data of the overlap the direct chain would read, the route keeps its own chain.
+    assert shortest_chain(own, long_graph.spaces, {sg.Modality("audio"), sg.Modality("lowres_image")}) is own
