@@ -17,8 +17,9 @@ nearest class centroid there), and the same items carry their classes across the
 class of its nearest last-overlap centroid in its own space. A route of one bridge gets exactly the labels of
 :class:`~spacegraph._quality.PseudoLabels`. Every handover loses some of the classes, so a route is scored on the
 labels of the shortest chain between its ends' spaces (:func:`shortest_chain`), the same for every route between
-them, whichever bridges it takes: a route through more spaces is not marked down for its longer chain. The estimate is the pseudo-label mAP of the route's A -> B and B -> A
-retrieval, times the modality alignment, as :class:`~spacegraph._quality.EstimateData` scores a bridge.
+them, whichever bridges it takes: a route through more spaces is not marked down for its longer chain. The
+estimate is the pseudo-label mAP of the route's A -> B and B -> A retrieval, times the modality alignment, as
+:class:`~spacegraph._quality.EstimateData` scores a bridge.
 """
 
 from __future__ import annotations
