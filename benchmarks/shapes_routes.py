@@ -68,11 +68,14 @@ def _config(method: str, seed: int, kind: str = "extend") -> dict[str, Any]:
     return {**modelnet10.DEFAULT_CONFIG, "kind": kind, "seed": seed} if method == "cmcr" else {"seed": seed}
 
 
-def _train(trainer: SpaceGraph, x: str, y: str, overlap: str, features: BridgeFeatures, method: str, **kw) -> Bridge:
-    kind = kw.get("config", {}).get("kind", "")
+def _train(
+    trainer: SpaceGraph, x: str, y: str, overlap: str, features: BridgeFeatures, method: str, config: dict
+) -> Bridge:
+    """One hop by ``method``, named by its ends, method and (for a connect bridge) kind, so many fit in a graph."""
+    kind = " connect" if config.get("kind") == "connect" else ""
     return trainer.train_bridge(
-        x, y, overlap=overlap, features=features, method=method, show_progress_bar=False,
-        name=f"{x}->{y}[{method}{' ' + kind if kind == 'connect' else ''}]", **kw,
+        x, y, overlap=overlap, features=features, method=method, config=config, show_progress_bar=False,
+        name=f"{x}->{y}[{method}{kind}]",
     )  # fmt: skip
 
 
@@ -82,24 +85,22 @@ def route_rows(shapes: ShapeSpaces, seed: int = 0) -> list[dict[str, Any]]:
     f, trainer = shapes.features, SpaceGraph(shapes.spaces.values())
     into_images = BridgeFeatures(f["renders_p"], f["renders_t"], f["clouds"], f["texts"])
     into_text = BridgeFeatures(f["texts_m"], f["texts"], None, f["renders_t"])
-    shapes_hop = {m: _train(trainer, POINT, TEXT, "image", into_images, m, config=_config(m, seed)) for m in METHODS}
-    text_hop = {m: _train(trainer, MINILM, TEXT, "text", into_text, m, config=_config(m, seed)) for m in METHODS}
+    shapes_hop = {m: _train(trainer, POINT, TEXT, "image", into_images, m, _config(m, seed)) for m in METHODS}
+    text_hop = {m: _train(trainer, MINILM, TEXT, "text", into_text, m, _config(m, seed)) for m in METHODS}
     combinations = [
         (f"3d->image-text[{a}] + minilm->image-text[{b}]", [shapes_hop[a], text_hop[b]])
         for a, b in itertools.product(METHODS, METHODS)
     ]
-    joint = _train(trainer, POINT, TEXT, "image", into_images, "cmcr", config=_config("cmcr", seed, "connect"))
+    joint = _train(trainer, POINT, TEXT, "image", into_images, "cmcr", _config("cmcr", seed, "connect"))
     joint_graph = SpaceGraph(shapes.spaces.values(), [joint])
     joint_text = joint.project(TEXT, f["texts"])
     for method in METHODS:
         if method == "cmcr":  # a connect chain: the joint space and MiniLM connected in turn
             hop = BridgeFeatures(joint_text, f["texts_m"], joint.project(TEXT, f["renders_t"]), None)
-            second = _train(
-                joint_graph, joint.name, MINILM, "text", hop, method, config=_config(method, seed, "connect")
-            )
+            second = _train(joint_graph, joint.name, MINILM, "text", hop, method, _config(method, seed, "connect"))
         else:
             hop = BridgeFeatures(f["texts_m"], joint_text, None, joint.project(TEXT, f["renders_t"]))
-            second = _train(joint_graph, MINILM, joint.name, "text", hop, method, config=_config(method, seed))
+            second = _train(joint_graph, MINILM, joint.name, "text", hop, method, _config(method, seed))
         combinations.append((f"3d+image-text[cmcr connect] + minilm[{method}]", [joint, second]))
     return [_row(shapes, variant, bridges) for variant, bridges in combinations]
 

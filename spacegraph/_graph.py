@@ -81,8 +81,7 @@ class SpaceGraph:
         if not isinstance(space, Space):
             raise SpacegraphTypeError(f"add_space takes a spacegraph.Space, got {type(space).__name__}")
         self._add_node(space, joint=False)
-        self._route_estimates.clear()  # a new space may shorten the chains routes are scored along
-        self._chain_data.clear()
+        self._forget_estimates()  # a new space may shorten the chains routes are scored along
         return space
 
     def _add_node(self, space: Space, *, joint: bool) -> None:
@@ -113,6 +112,9 @@ class SpaceGraph:
         """Register unpaired data of one modality (an overlap corpus or a memory) for :meth:`train_missing` and
         for the route estimates (:meth:`estimate`), which are measured again on the new data."""
         self._data[as_modality(modality)] = (name, inputs)
+        self._forget_estimates()
+
+    def _forget_estimates(self) -> None:
         self._route_estimates.clear()
         self._chain_data.clear()
 
