@@ -57,27 +57,31 @@ class EstimateSettings:
     """The estimate's design choices. ``balance``: "queries" (each query counts the same) or "classes" (each
     pseudo class does); ``labels``: "items" (each memory item takes the class of its nearest overlap centroid) or
     "clusters" (of its memory cluster's centroid); ``gap_power``: the power of the modality alignment
-    (:func:`modality_alignment`) the pseudo-label mAP is multiplied by (0: not at all)."""
+    (:func:`modality_alignment`) the pseudo-label mAP is multiplied by (0: not at all); ``levels``: "weighted"
+    (the granularities' mAPs averaged, each weighted by its silhouette) or "best" (the mAP at the best-separated
+    granularity alone)."""
 
     balance: Literal["queries", "classes"] = "classes"
     labels: Literal["items", "clusters"] = "items"
     gap_power: float = 0.5
+    levels: Literal["weighted", "best"] = "weighted"
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.balance, str) and isinstance(self.labels, str)) or (
-            self.balance not in ("queries", "classes") or self.labels not in ("items", "clusters")
-        ):
-            raise SpacegraphValueError(
-                f"EstimateSettings(balance={self.balance!r}, labels={self.labels!r}): balance is 'queries' or "
-                "'classes', labels is 'items' or 'clusters'"
-            )
+        choices = {"balance": ("queries", "classes"), "labels": ("items", "clusters"), "levels": ("weighted", "best")}
+        given = {field: getattr(self, field) for field in choices}
+        if any(not isinstance(value, str) or value not in choices[field] for field, value in given.items()):
+            accepted = "; ".join(f"{field} is {' or '.join(map(repr, options))}" for field, options in choices.items())
+            shown = ", ".join(f"{field}={value!r}" for field, value in given.items())
+            raise SpacegraphValueError(f"EstimateSettings({shown}): {accepted}")
         if not self.gap_power >= 0:
             raise ValueError(f"EstimateSettings(gap_power={self.gap_power!r}): a power >= 0")
 
     @property
     def name(self) -> str:
-        """How ``spacegraph bench quality`` reports it, e.g. ``classes/items/gap0.5``."""
-        return f"{self.balance}/{self.labels}/gap{self.gap_power:g}"
+        """How ``spacegraph bench quality`` reports it, e.g. ``classes/items/gap0.5`` (``/best`` added for
+        ``levels="best"``)."""
+        suffix = "/best" if self.levels == "best" else ""
+        return f"{self.balance}/{self.labels}/gap{self.gap_power:g}{suffix}"
 
 
 # Every combination `spacegraph bench quality` chooses among (leave-one-dataset-out), by name.
@@ -294,24 +298,27 @@ def _combine(
 
 
 def _precisions(
-    za: torch.Tensor, zc: torch.Tensor, labels: LevelLabels, balance: str = "queries"
+    za: torch.Tensor, zc: torch.Tensor, labels: LevelLabels, balance: str = "queries", levels: str = "weighted"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every granularity's per-query average precisions ``[levels, 2, n]``, the levels' silhouette weights, and
-    the queries' weights ``[levels, 2, n]``."""
+    """Each granularity's per-query average precisions ``[levels, 2, n]`` (``levels="best"``: the best-separated
+    one's alone), the levels' silhouette weights, and the queries' weights ``[levels, 2, n]``."""
     scores = za @ zc.T
     orders = ranking(scores), ranking(scores.T)  # sorted once, read under every granularity's labels
-    levels = list(labels.silhouettes)
-    precisions, query_weights = zip(*(_level_precisions(orders, *labels.levels[k], balance) for k in levels))
-    silhouettes = torch.tensor([labels.silhouettes[k] for k in levels])
+    counts = [labels.k] if levels == "best" else list(labels.silhouettes)
+    precisions, query_weights = zip(*(_level_precisions(orders, *labels.levels[k], balance) for k in counts))
+    silhouettes = torch.tensor([labels.silhouettes[k] for k in counts])
     return torch.stack(precisions), silhouettes, torch.stack(query_weights)
 
 
 @checked_arguments
-def pseudo_map(za: torch.Tensor, zc: torch.Tensor, labels: LevelLabels, balance: str = "queries") -> float:
+def pseudo_map(
+    za: torch.Tensor, zc: torch.Tensor, labels: LevelLabels, balance: str = "queries", levels: str = "weighted"
+) -> float:
     """The pseudo-label mAP of A -> C and C -> A retrieval, averaged over the granularities, each weighted by its
-    silhouette (how well the overlap items separate into that many classes); 0 if nothing is answerable.
-    ``balance``: "queries" (every query counts the same) or "classes" (every pseudo class does)."""
-    return float(_combine(*_precisions(za, zc, labels, balance)))
+    silhouette (how well the overlap items separate into that many classes), or at the best-separated one alone
+    (``levels="best"``); 0 if nothing is answerable. ``balance``: "queries" (every query counts the same) or
+    "classes" (every pseudo class does)."""
+    return float(_combine(*_precisions(za, zc, labels, balance, levels)))
 
 
 def bootstrap_interval(
@@ -405,7 +412,7 @@ class EstimateData:
 
     def point_estimate(self, za: torch.Tensor, zc: torch.Tensor) -> float:
         """The estimate of memories already projected (``za`` = project_x(self.mx), ``zc`` likewise), no interval."""
-        pseudo = pseudo_map(za, zc, self.labels, self.settings.balance)
+        pseudo = pseudo_map(za, zc, self.labels, self.settings.balance, self.settings.levels)
         return gap_adjusted(pseudo, modality_alignment(za, zc), self.settings.gap_power)
 
     def score(self, project_x: Projection, project_y: Projection) -> dict[str, float]:
@@ -415,7 +422,9 @@ class EstimateData:
         "estimate_items": n}``."""
         with torch.inference_mode():
             za, zc = project_x(self.mx), project_y(self.my)
-        precisions, weights, query_weights = _precisions(za, zc, self.labels, self.settings.balance)
+        precisions, weights, query_weights = _precisions(
+            za, zc, self.labels, self.settings.balance, self.settings.levels
+        )
         pseudo = float(_combine(precisions, weights, query_weights))
         low, high = bootstrap_interval(precisions, weights, (len(self.mx), len(self.my)), query_weights)
         alignment = modality_alignment(za, zc)

@@ -2,6 +2,7 @@
 variants are what they say, real-encoder geometry is applied to training and truth alike, and every case's
 held-out figure comes from the setting chosen on the other cases."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from spacegraph_bench import quality_estimates, quality_zoo
@@ -122,7 +123,25 @@ def test_the_route_table_reports_the_held_out_graph_apart_from_the_targets_graph
     assert routes["spearman"] == 1.0 and routes["within_0.15"] == 2
     assert held_out["spearman"] == 1.0 and held_out["within_0.15"] == 0
     assert abs(held_out["max_abs_error"] - 0.3) < 1e-9
+    assert "best_level" not in routes  # rows without the best-level reading
     text = "\n".join(route_lines(routes))
     assert "held out, shapes: 3D -> MiniLM text" in text
     assert "all: Spearman route estimate 1.000" in text and "shapes: Spearman route estimate 1.000" in text
     assert "0 of 3 within 0.15" in text and "2 of 3 within 0.15" in text
+
+
+def test_the_route_table_sets_the_best_level_reading_beside_the_estimate():
+    from spacegraph_bench.quality import route_lines, route_summary
+
+    rows = [
+        {"graph": "shapes", "variant": f"v{i}", "hops": 2, "estimate": e, "estimate_best_level": b, "product": 0.5,
+         "true_mAP": t}
+        for i, (t, e, b) in enumerate([(0.9, 0.6, 0.8), (0.6, 0.4, 0.7), (0.7, 0.5, 0.65)])
+    ]  # fmt: skip
+    summary = route_summary(rows)
+    assert summary["within_0.15"] == 0 and summary["best_level"]["within_0.15"] == 3
+    assert summary["mean_signed_error"] == pytest.approx(-0.7 / 3)
+    assert summary["best_level"]["mean_signed_error"] == pytest.approx(-0.05 / 3)
+    assert summary["best_level"]["spearman"] == pytest.approx(0.5)
+    text = "\n".join(route_lines({**summary, "by_graph": {}, "held_out": {}}))
+    assert "best level 0.800" in text and "best level alone: Spearman 0.500" in text and "3 of 3 within 0.15" in text

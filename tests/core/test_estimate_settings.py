@@ -28,6 +28,9 @@ def test_bad_settings_are_refused_with_what_is_accepted():
         EstimateSettings(balance="items")
     with pytest.raises(ValueError, match="a power >= 0"):
         EstimateSettings(gap_power=-1)
+    with pytest.raises(ValueError, match="levels is 'weighted' or 'best'"):
+        EstimateSettings(levels="finest")
+    assert EstimateSettings(levels="best").name == "classes/items/gap0.5/best"
     assert len(ESTIMATE_SETTINGS) == 16 and "classes/items/gap0.5" in ESTIMATE_SETTINGS
 
 
@@ -90,3 +93,18 @@ def test_a_bridge_that_keeps_a_modality_gap_scores_below_one_that_closes_it(worl
         assert kept["estimate_low"] <= kept["estimate"] <= kept["estimate_high"]
         assert kept["estimate"] == pytest.approx(kept["estimate_pseudo_map"] * kept["estimate_alignment"] ** power)
     assert scored[0.5] < scored[0.0] - 0.1  # the pseudo-label mAP alone hardly sees the gap; the factor does
+
+
+def test_the_best_level_reads_the_best_separated_granularity_alone(world):
+    centres, overlap = world
+    mx, my = clustered(400, centres, 0.25, 11), clustered(400, centres, 0.25, 12)
+    data = EstimateData(overlap, overlap, mx, my, settings=EstimateSettings(gap_power=0.0))
+    best = data.rescored(EstimateSettings(gap_power=0.0, levels="best"))
+    k = data.labels.k
+    assert k == 4  # the overlap's four real classes separate best
+    one_level = type("OneLevel", (), {"silhouettes": {k: 1.0}, "levels": {k: data.labels.levels[k]}, "k": k})()
+    weighted, alone = data.score(identity, identity), best.score(identity, identity)
+    assert alone["estimate"] == pytest.approx(pseudo_map(mx, my, one_level, "classes"))
+    assert alone["estimate_low"] <= alone["estimate"] <= alone["estimate_high"]
+    # finer granularities split the real classes, so the weighted levels read a true bridge lower
+    assert alone["estimate"] > weighted["estimate"] + 0.05
