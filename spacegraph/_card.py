@@ -39,7 +39,10 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 HeadArch = Literal["mlp2", "mlp1", "linear", "pivot"]
 BridgeKind = Literal["connect", "extend"]
-QUALITY_IN_UNIT_RANGE = ("score", "estimate", "estimate_low", "estimate_high", "held_out_R@1")
+QUALITY_IN_UNIT_RANGE = (
+    "score", "estimate", "estimate_low", "estimate_high", "expected_mAP", "expected_mAP_low", "expected_mAP_high",
+    "held_out_R@1",
+)  # fmt: skip
 NAME_ACCEPTED = "a non-empty name without control characters, neither absolute nor holding a '.' or '..' component"
 
 V = TypeVar("V")
@@ -175,7 +178,8 @@ class BridgeCard(BaseModel):
     data: Frozen[int] = Field(default_factory=dict, description="Row counts of the features it was trained on.")
     quality: Frozen[float] = Field(
         default_factory=dict,
-        description="estimate: the label-free predicted retrieval mAP (spacegraph._quality); held_out_R@1: "
+        description="estimate: the label-free predicted retrieval quality (spacegraph._quality), which ranks bridges; "
+        "expected_mAP: the same read as the mAP a labelled test would measure; held_out_R@1: "
         "item-level matching of held-out overlap data; score: a quality given by hand (it overrides the estimate).",
     )
     calibration: Calibration | None = Field(None, description="Set by SpaceGraph.evaluate(..., calibrate=True).")

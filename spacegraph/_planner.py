@@ -21,6 +21,7 @@ import networkx as nx
 
 from ._errors import SpacegraphValueError
 from ._modality import Modality, as_modality
+from ._quality import EXPECTED_MAP
 from ._route import Leg, Route
 
 WIDE_INTERVAL = 0.2  # a chosen route whose range is wider than this is worth a probe
@@ -54,6 +55,7 @@ class Plan:
                 "expected_quality": route.expected_quality,
                 "interval": route.quality_interval,
                 "route_estimate": None if route.estimate is None else route.estimate["estimate"],
+                "route_expected_mAP": None if route.estimate is None else EXPECTED_MAP(route.estimate["estimate"]),
                 "bridge_product": route.bridge_product,
                 "source_space": route.source.space.name,
                 "target_space": route.target.space.name,
@@ -68,11 +70,13 @@ class Plan:
         """The candidates as a table, best first, and why the first was chosen. A route's expected quality is its
         route-level estimate where the graph measured one (memories of both ends through the whole route; see
         :meth:`SpaceGraph.estimate`), else the product of its distinct bridges' qualities; the range beside it is
-        that number's 90% bootstrap interval (or the product of the bridges' intervals). Each bridge's own quality,
-        and where it comes from, is listed under its route, with the product of them for comparison."""
+        that number's 90% bootstrap interval (or the product of the bridges' intervals). A route estimate is also
+        read as the mAP a labelled test would measure (``as mAP``, :data:`~spacegraph._quality.EXPECTED_MAP`).
+        Each bridge's own quality, and where it comes from, is listed under its route, with the product of them for
+        comparison."""
         title = f"{self.source.value} -> {self.target.value}: {len(self.routes)} candidate route(s), best first"
         encode_a, encode_b = (f"encode {modality.value} with" for modality in (self.source, self.target))
-        columns = f"{'#':>2}  {'expected':>8}  {'range':13}  {'product':>7}  "
+        columns = f"{'#':>2}  {'expected':>8}  {'range':13}  {'as mAP':>6}  {'product':>7}  "
         lines = [
             f"{title}; expected = the route's own estimate (route), else the product of its bridges' (product)",
             f"{columns}{encode_a:24} {encode_b:24} {'hops':>4}  meets in",
@@ -80,9 +84,10 @@ class Plan:
         for row in self.rows():
             low, high = row["interval"]
             source = "route" if row["route_estimate"] is not None else "product"
+            as_map = "-" if row["route_expected_mAP"] is None else f"{row['route_expected_mAP']:.3f}"
             lines.append(
                 f"{row['rank']:>2}  {row['expected_quality']:8.3f}  [{low:.3f}, {high:.3f}]"
-                f"  {row['bridge_product']:7.3f}"
+                f"  {as_map:>6}  {row['bridge_product']:7.3f}"
                 f"  {row['source_space']:24} {row['target_space']:24} {row['hops']:>4}  {row['meets_in']} ({source})"
             )
             lines += [f"{'':14}bridge {n!r} ({kind}): {q:.3f}, {src}" for n, kind, q, src in row["bridges"]]

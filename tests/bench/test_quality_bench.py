@@ -2,6 +2,8 @@
 variants are what they say, real-encoder geometry is applied to training and truth alike, and every case's
 held-out figure comes from the setting chosen on the other cases."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ from spacegraph_bench.quality import BridgeCase
 from spacegraph_bridges import _cmcr_pairs
 
 from spacegraph import BridgeFeatures
-from spacegraph._quality import ESTIMATE_SETTINGS
+from spacegraph._quality import DEFAULT_ESTIMATE, ESTIMATE_SETTINGS, EXPECTED_MAP, ExpectedMap
 
 
 def _clusters(labels: torch.Tensor, centres: torch.Tensor, seed: int) -> torch.Tensor:
@@ -88,7 +90,8 @@ def _rows(true: list[float], by_setting: dict[str, list[float]]) -> list[dict]:
     variants = ["default", "no_memory", "steps_5", "noise_1.0"]
     return [
         {"variant": v, "misleading": v == "no_memory", "true_mAP": t, "held_out_R@1": t,
-         "estimates": {name: by_setting[name][i] for name in ESTIMATE_SETTINGS}}
+         "estimates": {name: by_setting[name][i] for name in ESTIMATE_SETTINGS},
+         "estimate": by_setting[DEFAULT_ESTIMATE.name][i]}
         for i, (v, t) in enumerate(zip(variants, true))
     ]  # fmt: skip
 
@@ -113,9 +116,10 @@ def test_the_route_table_reports_the_held_out_graph_apart_from_the_targets_graph
 
     def rows(graph, truths, estimates):
         return [
-            {"graph": graph, "variant": f"v{i}", "hops": 2, "estimate": e, "product": 0.5, "true_mAP": t}
+            {"graph": graph, "variant": f"v{i}", "hops": 2, "estimate": e, "expected_mAP": e, "product": 0.5,
+             "true_mAP": t}
             for i, (t, e) in enumerate(zip(truths, estimates))
-        ]
+        ]  # fmt: skip
 
     target = rows("multihop", [0.9, 0.8, 0.7], [0.85, 0.72, 0.5])
     held_out = route_summary(rows("shapes", [0.9, 0.6, 0.7], [0.6, 0.4, 0.5]))
@@ -123,25 +127,45 @@ def test_the_route_table_reports_the_held_out_graph_apart_from_the_targets_graph
     assert routes["spearman"] == 1.0 and routes["within_0.15"] == 2
     assert held_out["spearman"] == 1.0 and held_out["within_0.15"] == 0
     assert abs(held_out["max_abs_error"] - 0.3) < 1e-9
-    assert "best_level" not in routes  # rows without the best-level reading
     text = "\n".join(route_lines(routes))
     assert "held out, shapes: 3D -> MiniLM text" in text
     assert "all: Spearman route estimate 1.000" in text and "shapes: Spearman route estimate 1.000" in text
     assert "0 of 3 within 0.15" in text and "2 of 3 within 0.15" in text
 
 
-def test_the_route_table_sets_the_best_level_reading_beside_the_estimate():
+def test_the_route_table_measures_the_estimate_read_as_a_map_against_the_truth():
     from spacegraph_bench.quality import route_lines, route_summary
 
     rows = [
-        {"graph": "shapes", "variant": f"v{i}", "hops": 2, "estimate": e, "estimate_best_level": b, "product": 0.5,
+        {"graph": "shapes", "variant": f"v{i}", "hops": 2, "estimate": e, "expected_mAP": m, "product": 0.5,
          "true_mAP": t}
-        for i, (t, e, b) in enumerate([(0.9, 0.6, 0.8), (0.6, 0.4, 0.7), (0.7, 0.5, 0.65)])
+        for i, (t, e, m) in enumerate([(0.9, 0.6, 0.8), (0.6, 0.4, 0.7), (0.7, 0.5, 0.65)])
     ]  # fmt: skip
     summary = route_summary(rows)
-    assert summary["within_0.15"] == 0 and summary["best_level"]["within_0.15"] == 3
+    assert summary["within_0.15"] == 0 and summary["expected_mAP"]["within_0.15"] == 3
     assert summary["mean_signed_error"] == pytest.approx(-0.7 / 3)
-    assert summary["best_level"]["mean_signed_error"] == pytest.approx(-0.05 / 3)
-    assert summary["best_level"]["spearman"] == pytest.approx(0.5)
+    assert summary["expected_mAP"]["mean_signed_error"] == pytest.approx(-0.05 / 3)
+    assert summary["expected_mAP"]["spearman"] == pytest.approx(0.5)
     text = "\n".join(route_lines({**summary, "by_graph": {}, "held_out": {}}))
-    assert "best level 0.800" in text and "best level alone: Spearman 0.500" in text and "3 of 3 within 0.15" in text
+    assert "(as mAP 0.800)" in text and "read as a mAP: largest miss 0.100" in text and "3 of 3 within 0.15" in text
+
+
+def test_the_map_reading_is_fit_on_the_bridges_and_measured_on_each_case_held_out():
+    calibration = ExpectedMap(0.5, 1.5)
+    estimates = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+
+    def case(shift=0.0):
+        return {"rows": [{"estimate": e, "true_mAP": calibration(e) + shift} for e in estimates]}
+
+    datasets = {"a": case(), "b": case(), "c": case(0.2)}
+    fit = quality_estimates.fit_expected_map([row for name in "ab" for row in datasets[name]["rows"]])
+    assert fit.intercept == pytest.approx(0.5, abs=1e-4) and fit.slope == pytest.approx(1.5, abs=1e-4)
+    record = quality_estimates.expected_map_record(datasets)
+    assert record["n_bridges"] == 21 and record["shipped"] == dataclasses.asdict(EXPECTED_MAP)
+    held_out_a, held_out_c = record["by_case"]["a"]["held_out"], record["by_case"]["c"]["held_out"]
+    assert 0.05 < held_out_a["mean_abs_error"] < 0.15  # fit on b and c: c's shift pulls a's map halfway
+    assert held_out_c["max_abs_error"] == pytest.approx(0.2, abs=0.02) and held_out_c["within_0.15"] == 0
+    raw = record["by_case"]["a"]["raw"]
+    assert raw["mean_abs_error"] == pytest.approx(sum(abs(e - calibration(e)) for e in estimates) / len(estimates))
+    lines = "\n".join(quality_estimates.expected_map_lines(record))
+    assert "fit on all 21 bridges" in lines and "0 of 7" in lines

@@ -1,14 +1,18 @@
 """The estimate's two open design choices (``EstimateSettings``): class-balanced queries and labels read through
 each memory's own clusters; bad settings are refused."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from spacegraph._quality import (
     ESTIMATE_SETTINGS,
+    EXPECTED_MAP,
     EstimateData,
     EstimateSettings,
+    ExpectedMap,
     PseudoLabels,
     modality_alignment,
     pseudo_map,
@@ -108,3 +112,22 @@ def test_the_best_level_reads_the_best_separated_granularity_alone(world):
     assert alone["estimate_low"] <= alone["estimate"] <= alone["estimate_high"]
     # finer granularities split the real classes, so the weighted levels read a true bridge lower
     assert alone["estimate"] > weighted["estimate"] + 0.05
+
+
+def test_the_map_reading_is_monotone_keeps_the_unit_range_and_inverts_the_logit():
+    calibration = ExpectedMap(intercept=0.7, slope=1.3)
+    readings = [calibration(e) for e in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)]
+    assert readings == sorted(readings) and len(set(readings)) == len(readings)  # ranks stay as the estimate's
+    assert all(0 < value < 1 for value in readings)  # the ends are clipped, never mapped to exactly 0 or 1
+    estimate = 0.4
+    assert calibration(estimate) == pytest.approx(1 / (1 + math.exp(-(0.7 + 1.3 * math.log(0.4 / 0.6)))))
+    assert ExpectedMap(0.0, 1.0)(estimate) == pytest.approx(estimate)  # the identity map reads the estimate
+
+
+def test_a_score_reads_its_estimate_and_interval_as_a_map(world):
+    centres, overlap = world
+    memory = clustered(200, centres, 0.25, 2)
+    scored = EstimateData(overlap, overlap, memory, memory).score(identity, identity)
+    for suffix in ("", "_low", "_high"):
+        assert scored[f"expected_mAP{suffix}"] == pytest.approx(EXPECTED_MAP(scored[f"estimate{suffix}"]))
+    assert scored["expected_mAP_low"] <= scored["expected_mAP"] <= scored["expected_mAP_high"]

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import spacegraph as sg
+from spacegraph._quality import EXPECTED_MAP
 from spacegraph._route_quality import describe_chain, route_chain, route_key, shortest_chain
 
 CLASSES, LATENT = 5, 8
@@ -77,6 +78,10 @@ def test_a_connect_chain_is_measured_as_a_whole_not_as_a_product(chain_graph):
     assert estimate["estimate"] != pytest.approx(first.card.score * second.card.score, abs=1e-3)
     explained = chain_graph.plan("audio", "lowres_image").explain()
     assert "(route)" in explained and f"{route.bridge_product:7.3f}" in explained
+    # The estimate read as a mAP, beside it: the shipped map of the estimate, its interval mapped alike.
+    assert estimate["expected_mAP"] == pytest.approx(EXPECTED_MAP(estimate["estimate"]))
+    assert estimate["expected_mAP_low"] <= estimate["expected_mAP"] <= estimate["expected_mAP_high"]
+    assert f"{estimate['expected_mAP']:.3f}  {route.bridge_product:7.3f}" in explained
 
 
 def test_a_scrambled_route_reads_lower_than_a_trained_one(chain_graph):
