@@ -99,7 +99,7 @@ ESTIMATE_SETTINGS = {
         for power in GAP_POWERS
     )
 }
-DEFAULT_ESTIMATE = EstimateSettings()  # the setting with the best mean held-out Spearman of `bench quality`
+DEFAULT_ESTIMATE = EstimateSettings()  # chosen by `bench quality`; on its latest run queries/items/gap0.5 ties (README)
 
 
 @dataclass(frozen=True)
