@@ -146,13 +146,14 @@ def route_row(variant: str, graph: SpaceGraph, route: Route, truth: float, bridg
 def route_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Spearman of the route estimate and of the bridges' product with the true mAP, how far the estimate reads
     from it, and under ``expected_mAP`` how far the estimate read as a mAP does (the target's figure)."""
-    summary = {"rows": rows, "n_routes": len(rows), **_fit(rows, "estimate")}
+    summary = {"rows": rows, "n_routes": len(rows), **agreement(rows, "estimate")}
     summary["spearman_product"] = rank_correlation(rows, "product")
-    summary["expected_mAP"] = _fit(rows, "expected_mAP")
+    summary["expected_mAP"] = agreement(rows, "expected_mAP")
     return summary
 
 
-def _fit(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+def agreement(rows: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """How the rows' ``key`` agrees with their true mAP: Spearman, misses, and how many lie within the target."""
     errors = [abs(row[key] - row["true_mAP"]) for row in rows]
     return {
         "spearman": rank_correlation(rows, key),

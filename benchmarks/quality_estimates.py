@@ -28,8 +28,7 @@ from spacegraph._quality import (
 )
 
 from . import quality_zoo
-from .quality import ROUTE_TOLERANCE as TOLERANCE
-from .quality import BridgeCase
+from .quality import ROUTE_TOLERANCE, BridgeCase, agreement
 
 SHIPPED = DEFAULT_ESTIMATE.name
 TARGET = 0.7
@@ -163,15 +162,9 @@ def fit_expected_map(rows: list[dict[str, Any]]) -> ExpectedMap:
     return ExpectedMap(*map(float, least_squares(misses, x0=[0.0, 1.0]).x))
 
 
-def _misses(rows: list[dict[str, Any]], calibration: ExpectedMap) -> dict[str, float]:
-    errors = [abs(calibration(row["estimate"]) - row["true_mAP"]) for row in rows]
-    within = sum(error <= TOLERANCE for error in errors)
-    return {
-        "n_bridges": len(rows),
-        "mean_abs_error": float(np.mean(errors)),
-        "max_abs_error": max(errors),
-        f"within_{TOLERANCE}": within,
-    }
+def _misses(rows: list[dict[str, Any]], calibration: ExpectedMap) -> dict[str, Any]:
+    read = [{"expected_mAP": calibration(row["estimate"]), "true_mAP": row["true_mAP"]} for row in rows]
+    return {"n_bridges": len(rows), **agreement(read, "expected_mAP")}
 
 
 def expected_map_record(datasets: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -208,7 +201,7 @@ def expected_map_lines(record: dict[str, Any]) -> list[str]:
     ]
     for case, misses in record["by_case"].items():
         raw, held = (
-            f"{m['mean_abs_error']:.3f} / {m['max_abs_error']:.3f} / {m[f'within_{TOLERANCE}']} of {m['n_bridges']}"
+            f"{m['mean_abs_error']:.3f} / {m['max_abs_error']:.3f} / {m[f'within_{ROUTE_TOLERANCE}']} of {m['n_bridges']}"
             for m in (misses["raw"], misses["held_out"])
         )
         lines.append(f"{case:24}{raw:>28}{held:>32}")
